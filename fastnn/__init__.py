@@ -1,0 +1,18 @@
+"""fastnn: train a two-layer ReLU network on the CPU, fast.
+
+``z1 = x @ w1 + b1``, ``a1 = relu(z1)``, ``z2 = a1 @ w2 + b2``, ``L = (1/m) * sum((z2 - y)**2)``,
+plain SGD.  The step runs in fused Numba kernels (``fastnn.kernels``), checked against the plain
+numpy reference (``fastnn.reference``).
+"""
+from . import kernels, reference
+from ._config import get_num_threads, set_num_threads
+from .api import loss_and_grads, predict, sgd_step
+from .params import Params, init_params
+from .trainer import TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Params", "TrainResult", "get_num_threads", "init_params", "kernels", "loss_and_grads",
+    "predict", "reference", "set_num_threads", "sgd_step", "train", "__version__",
+]

@@ -1,0 +1,64 @@
+"""Numba settings and thread control, in one place.
+
+Every kernel is compiled with ``JIT_OPTIONS`` (serial kernels) or ``PARALLEL_OPTIONS`` (``prange``
+kernels).  Environment variables, read once at import:
+
+``FASTNN_CACHE``     ``0`` turns Numba's on-disk cache off (default on).
+``FASTNN_FASTMATH``  ``0`` compiles strict IEEE code (default on, see below).
+
+Fastmath: we allow reassociation and contraction (so reductions vectorise and multiply-adds become
+FMAs) but NOT ``nnan``/``ninf``: with those LLVM may assume there are no NaNs and delete the checks
+that let training detect a diverging loss.  The result of a given binary is still deterministic:
+reassociation is decided at compile time, not at run time.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+
+import numba
+
+CACHE = os.environ.get("FASTNN_CACHE", "1") != "0"
+FASTMATH = (
+    {"nsz", "arcp", "contract", "afn", "reassoc"}
+    if os.environ.get("FASTNN_FASTMATH", "1") != "0"
+    else False
+)
+JIT_OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
+PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+
+_blas_limiter = None
+_threads = None
+
+
+def max_threads() -> int:
+    """The most threads Numba can run here (``NUMBA_NUM_THREADS``, by default the core count)."""
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads for both Numba's ``prange`` kernels and BLAS.
+
+    fastnn never runs a parallel Numba kernel and a threaded BLAS call at the same time (the ``fused``
+    kernel is serial Numba code calling BLAS; ``naive`` is parallel Numba code without BLAS), so one
+    number bounds the threads of a step.  ``n`` is clipped to ``max_threads()``.
+    """
+    global _blas_limiter, _threads
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"threads: expected a positive integer, got {n!r}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"threads: expected a positive integer, got {n}")
+    n = min(n, max_threads())
+    numba.set_num_threads(n)
+    from threadpoolctl import threadpool_limits
+
+    from .kernels import blas  # noqa: F401  (load scipy's BLAS so its pool is limited too)
+
+    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+    _threads = n
+
+
+def get_num_threads() -> int:
+    """The thread count in force: the last ``set_num_threads`` value, else Numba's current count."""
+    return _threads if _threads is not None else int(numba.get_num_threads())

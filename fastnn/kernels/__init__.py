@@ -1,0 +1,54 @@
+"""The kernel variants: each implements the whole step contract and is chosen with ``kernel=NAME``.
+
+``available()`` lists the names; ``get(name)`` returns a ``Variant``.  Adding a variant is writing
+its functions and adding one ``_register`` line; the tests and benchmarks pick it up from here.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from .. import reference
+from . import variants
+
+
+class Variant(NamedTuple):
+    name: str
+    description: str
+    predict: Callable
+    loss_and_grads: Callable
+    sgd_step: Callable
+
+
+_REGISTRY: dict[str, Variant] = {}
+
+DEFAULT = "fused"
+
+
+def _register(name, description, predict, loss_and_grads, sgd_step):
+    _REGISTRY[name] = Variant(name, description, predict, loss_and_grads, sgd_step)
+
+
+_register("reference", "plain numpy, the specification (fastnn.reference)",
+          reference.predict, reference.loss_and_grads, reference.sgd_step)
+_register("naive", "Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 and the SGD update "
+          "fused into the loops",
+          variants.naive_predict, variants.naive_loss_and_grads, variants.naive_sgd_step)
+_register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias via beta=1) and "
+          "x.T@dz1 (update via alpha=-lr, beta=1), everything else in one fused row pass",
+          variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step)
+
+
+def available() -> list[str]:
+    """The names accepted by ``kernel=``."""
+    return list(_REGISTRY)
+
+
+def get(name) -> Variant:
+    """The variant called ``name``; ValueError listing the choices if there is none."""
+    if not isinstance(name, str):
+        raise TypeError(f"kernel: expected a name (str), got {name!r}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"kernel: unknown kernel {name!r}; available: {', '.join(_REGISTRY)}") \
+            from None

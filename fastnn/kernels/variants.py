@@ -1,0 +1,114 @@
+"""Each kernel variant as the three operations of the step contract.
+
+A variant is three functions over validated arrays (C-contiguous, one float dtype, ``y`` 2-D):
+
+``predict(params, x) -> z2``, ``loss_and_grads(params, x, y) -> (L, grads)`` and
+``sgd_step(params, x, y, lr) -> L`` (updates ``params`` in place).
+
+Scratch buffers come from a per-thread cache, so a step allocates nothing at steady state (fresh
+~1 MB temporaries cost page faults on every step) and calls from several Python threads never
+share a buffer.  Arrays handed back to the caller (``z2``, the gradients) are always new.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..params import Params
+from . import backward, forward, fused
+
+_local = threading.local()
+
+
+def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A reusable uninitialised buffer, private to the calling thread; one per ``name``."""
+    bufs = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = np.empty(shape, dtype)
+        bufs[name] = buf
+    return buf
+
+
+def _sizes(params: Params, x):
+    n, h = params.w1.shape
+    return x.shape[0], n, h, params.w2.shape[1]
+
+
+# --- naive: Numba loops, no BLAS -------------------------------------------------------------------
+
+def naive_predict(params: Params, x):
+    m, n, h, k = _sizes(params, x)
+    w1, b1, w2, b2 = params
+    a1 = scratch("a1", (m, h), w1.dtype)
+    forward.linear_relu_forward(x, w1, b1, a1)
+    z2 = np.empty((m, k), w1.dtype)
+    forward.linear_forward(a1, w2, b2, z2)
+    return z2
+
+
+def _naive_backward(params: Params, x, y, lr, update, grads):
+    m, n, h, k = _sizes(params, x)
+    w1, b1, w2, b2 = params
+    dt = w1.dtype
+    a1 = scratch("a1", (m, h), dt)
+    dz1 = scratch("dz1", (m, h), dt)
+    dz2 = scratch("dz2", (m, k), dt)
+    forward.linear_relu_forward(x, w1, b1, a1)
+    loss = forward.output_loss_grad(a1, w2, b2, y, dz2)
+    dw1, db1, dw2, db2 = grads
+    lr = dt.type(lr)
+    # dz1 needs the old w2, so it comes before any update.
+    backward.relu_backward(dz2, w2, a1, dz1, db1)
+    backward.weight_grad(a1, dz2, dw2, lr, update)
+    backward.bias_grad(dz2, db2, lr, update)
+    backward.weight_grad(x, dz1, dw1, lr, update)
+    if update:  # db1 was computed as a gradient in relu_backward
+        b1 -= lr * db1
+    return loss
+
+
+def naive_loss_and_grads(params: Params, x, y):
+    grads = Params(*(np.empty_like(p) for p in params))
+    loss = _naive_backward(params, x, y, 0.0, False, grads)
+    return loss, grads
+
+
+def naive_sgd_step(params: Params, x, y, lr):
+    h = params.w1.shape[1]
+    db1 = scratch("db1", (h,), params.dtype)
+    # with update=True the weight/bias kernels write straight into the params
+    return _naive_backward(params, x, y, lr, True, Params(params.w1, db1, params.w2, params.b2))
+
+
+# --- fused: one compiled call, BLAS for the big matmuls --------------------------------------------
+
+def _fused_scratch(m, h, k, dt):
+    return (scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("w2t", (k, h), dt),
+            scratch("dw2t", (k, h), dt), scratch("d", (k,), dt))
+
+
+def fused_predict(params: Params, x):
+    m, n, h, k = _sizes(params, x)
+    z2 = np.empty((m, k), params.dtype)
+    fused.predict(x, *params, scratch("a1", (m, h), params.dtype), z2)
+    return z2
+
+
+def fused_loss_and_grads(params: Params, x, y):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    grads = Params(*(np.empty_like(p) for p in params))
+    loss = fused.step(x, y, *params, dt.type(0.0), False, *grads, *_fused_scratch(m, h, k, dt))
+    return loss, grads
+
+
+def fused_sgd_step(params: Params, x, y, lr):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    grads_scratch = (params.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
+                     scratch("db2", (k,), dt))
+    return fused.step(x, y, *params, dt.type(lr), True, *grads_scratch,
+                      *_fused_scratch(m, h, k, dt))
+

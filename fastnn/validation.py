@@ -1,0 +1,124 @@
+"""Input checks that run before any kernel.
+
+Numba kernels do no bounds checks, so a wrong shape reaching one is a segfault or silent memory
+corruption.  Every public function passes its arguments through here first.  What comes out is
+what every kernel may assume: float32/float64 arrays of one dtype, C-contiguous, aligned and
+writeable (writeable only so that Numba sees one array type, not a second read-only one), with
+consistent shapes; ``y`` is 2-D.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .params import SUPPORTED_DTYPES, Params
+
+_NUMERIC_KINDS = "biuf"
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def _kernel_ready(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when a kernel can take it, else a C-contiguous copy."""
+    if a.flags.c_contiguous and a.flags.aligned and a.flags.writeable:
+        return a
+    return np.array(a, order="C", copy=True)
+
+
+def check_params(params, *, writeable: bool = False) -> Params:
+    """``params`` as a ``Params`` of four consistent float32/float64 arrays of one dtype.
+
+    The arrays are returned as given (never copied), so in-place updates reach the caller's arrays.
+    """
+    if not isinstance(params, tuple) or len(params) != 4:
+        raise TypeError(f"params: expected fastnn.Params(w1, b1, w2, b2), got {_describe(params)}")
+    names = Params._fields
+    for name, p in zip(names, params):
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"params.{name}: expected a numpy array, got {_describe(p)}")
+        if p.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"params.{name}: expected dtype float32 or float64, got {p.dtype}")
+    w1, b1, w2, b2 = params
+    for name, p in zip(names[1:], params[1:]):
+        if p.dtype != w1.dtype:
+            raise TypeError(f"params.{name}: expected dtype {w1.dtype} (the dtype of params.w1), "
+                            f"got {p.dtype}")
+    if w1.ndim != 2 or 0 in w1.shape:
+        raise ValueError(f"params.w1: expected a 2-D array (n_in, n_hidden) with both sizes >= 1, "
+                         f"got shape {w1.shape}")
+    n, h = w1.shape
+    if b1.shape != (h,):
+        raise ValueError(f"params.b1: expected shape ({h},), got {b1.shape}")
+    if w2.ndim != 2 or w2.shape[0] != h or w2.shape[1] < 1:
+        raise ValueError(f"params.w2: expected shape ({h}, n_out) with n_out >= 1, got {w2.shape}")
+    k = w2.shape[1]
+    if b2.shape != (k,):
+        raise ValueError(f"params.b2: expected shape ({k},), got {b2.shape}")
+    if writeable:
+        for name, p in zip(names, params):
+            if not p.flags.writeable:
+                raise ValueError(f"params.{name}: is read-only, but the step updates it in place")
+    return Params(*params)
+
+
+def as_numeric_array(value, name: str, dtype: np.dtype) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{name}: expected a numeric array, got None")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name}: expected a numeric array, got {_describe(value)} ({exc})") from exc
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{name}: expected real numbers (bool, int or float), got dtype {arr.dtype}")
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return arr
+
+
+def check_x(x, params: Params) -> np.ndarray:
+    """``x`` as a kernel-ready (m, n) array in the params' dtype."""
+    return check_inputs(x, params.dtype, n=params.w1.shape[0])
+
+
+def check_inputs(x, dtype, n=None) -> np.ndarray:
+    """``x`` as a kernel-ready (m, n) array of ``dtype``; any ``n >= 1`` when ``n`` is None."""
+    x = as_numeric_array(x, "x", dtype)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1 or (n is not None and x.shape[1] != n):
+        want = "(m, n) with m, n >= 1" if n is None else \
+            f"(m, {n}) with m >= 1 (n = params.w1.shape[0])"
+        raise ValueError(f"x: expected shape {want}, got {x.shape}")
+    return _kernel_ready(x)
+
+
+def check_y(y, params: Params, m: int) -> np.ndarray:
+    """``y`` as a kernel-ready (m, k) array in the params' dtype; 1-D ``y`` is taken when k == 1."""
+    k = params.w2.shape[1]
+    y = as_numeric_array(y, "y", params.dtype)
+    if y.ndim == 1 and k == 1 and y.shape[0] == m:
+        y = y.reshape(m, 1)
+    if y.shape != (m, k):
+        expected = f"({m}, {k})" + (f" or ({m},)" if k == 1 else "")
+        raise ValueError(f"y: expected shape {expected} (m = x.shape[0], k = params.w2.shape[1]), "
+                         f"got {y.shape}")
+    return _kernel_ready(y)
+
+
+def check_lr(lr) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr: expected a real number, got {_describe(lr)}")
+    lr = float(lr)
+    if not math.isfinite(lr):
+        raise ValueError(f"lr: expected a finite number, got {lr}")
+    return lr
+
+
+def check_finite(a: np.ndarray, name: str) -> None:
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
