@@ -1,0 +1,82 @@
+"""The command line: `fastnn train` (default run, --data, --plot) and `fastnn info`."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastnn import cli
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "fastnn", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_train_seed_experiment_short():
+    res = _run("train", "--iters", "5")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "m=64, n=1000, hidden=100, out=10" in out
+    assert "kernel      fused, dtype float64" in out
+    first, last = [float(w.rstrip(",")) for w in out.split("loss        first ")[1].split()[:3:2]]
+    assert last < first
+
+
+def test_train_options_in_process(capsys):
+    assert cli.main(["train", "--m", "9", "--n", "5", "--hidden", "4", "--out", "2", "--iters", "3",
+                     "--dtype", "float32", "--kernel", "naive", "--threads", "1", "--lr", "0.01",
+                     "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "iter     " not in out  # --quiet: no progress lines
+    assert "kernel      naive, dtype float32, threads 1" in out
+
+
+def test_train_data_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=rng.standard_normal((30, 6)), y=rng.standard_normal(30))
+    assert cli.main(["train", "--data", str(path), "--hidden", "5", "--iters", "4",
+                     "--lr", "0.01"]) == 0
+    assert "m=30, n=6, hidden=5, out=1" in capsys.readouterr().out
+
+
+def test_train_data_file_problems(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((3, 2)))
+    with pytest.raises(SystemExit, match="missing array.*y"):
+        cli.main(["train", "--data", str(path)])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(SystemExit, match="cannot read"):
+        cli.main(["train", "--data", str(tmp_path / "bad.npz")])
+    np.savez(path, x=np.ones((3, 2)), y=np.array([1.0, np.nan, 2.0]))
+    with pytest.raises(SystemExit, match="y: contains NaN"):
+        cli.main(["train", "--data", str(path), "--hidden", "2"])
+
+
+def test_train_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curve.png"
+    res = _run("train", "--iters", "5", "--plot", str(png), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_clear_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(SystemExit, match="matplotlib"):
+        cli.main(["train", "--iters", "1", "--plot", "x.png"])
+
+
+def test_bad_option_values():
+    res = _run("train", "--iters", "0")
+    assert res.returncode == 2 and "positive" in res.stderr
+    res = _run("train", "--kernel", "nope")
+    assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+def test_info():
+    res = _run("info")
+    assert res.returncode == 0, res.stderr
+    for word in ("numpy", "numba", "numba layer", "blas", "threads", "cpu", "kernels"):
+        assert word in res.stdout
