@@ -60,7 +60,8 @@ def weight_grad(a, dz, out, lr, update):
     for blk in prange(n_blocks):
         acc = np.empty(h, dz.dtype)
         for p in range(blk * WEIGHT_GRAD_BLOCK, min(n, (blk + 1) * WEIGHT_GRAD_BLOCK)):
-            acc[:] = 0.0
+            for j in range(h):
+                acc[j] = 0.0
             for i in range(m):
                 aip = a[i, p]
                 for j in range(h):

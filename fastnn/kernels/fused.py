@@ -30,22 +30,23 @@ from .blas import gemm
 
 
 @njit(**JIT_OPTIONS)
-def _hidden_preactivation(x, w1, b1, a1):
+def _hidden_preactivation(backend, x, w1, b1, a1):
     """``a1 = x @ w1 + b1`` (before the ReLU), the bias via BLAS's ``beta = 1``."""
-    m = x.shape[0]
+    m, h = a1.shape
     for i in range(m):
-        a1[i, :] = b1
-    gemm(False, False, 1.0, x, w1, 1.0, a1)
+        for j in range(h):
+            a1[i, j] = b1[j]
+    gemm(backend, False, False, 1.0, x, w1, 1.0, a1)
 
 
 @njit(**JIT_OPTIONS)
-def predict(x, w1, b1, w2, b2, a1, z2):
+def predict(backend, x, w1, b1, w2, b2, a1, z2):
     """``z2 = relu(x @ w1 + b1) @ w2 + b2``.
 
-    Shapes: ``x (m, n)``, params as usual, scratch ``a1 (m, h)``, output ``z2 (m, k)``.
+    ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``, params as usual, scratch ``a1 (m, h)``, output ``z2 (m, k)``.
     The ReLU and the whole output layer happen in one pass over the rows of ``a1``.
     """
-    _hidden_preactivation(x, w1, b1, a1)
+    _hidden_preactivation(backend, x, w1, b1, a1)
     m, h = a1.shape
     k = w2.shape[1]
     for i in range(m):
@@ -62,31 +63,22 @@ def predict(x, w1, b1, w2, b2, a1, z2):
 
 
 @njit(**JIT_OPTIONS)
-def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d):
-    """Loss, gradients and (with ``update``) the SGD step, in one call.  Returns ``L``.
+def _row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d):
+    """Step 2 of the module docstring: everything between the two gemms, one row at a time.
 
-    Math: see ``fastnn.reference``.  Shapes: ``x (m, n)``, ``y (m, k)``, params ``w1 (n, h)``,
-    ``b1 (h,)``, ``w2 (h, k)``, ``b2 (k,)``.
-
-    ``update`` false: the gradients are written to ``dw1 (n, h)``, ``db1 (h,)``, ``dw2 (h, k)``,
-    ``db2 (k,)`` and the params are not touched.  ``update`` true: the params are updated in place,
-    ``p -= lr * dp``; ``dw1`` is not used (pass any array of the dtype) and ``db1``, ``dw2``,
-    ``db2`` serve as scratch.  Scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``d (k,)``.
-
-    ``w2`` is used transposed (``w2t``) and ``dw2`` is accumulated transposed (``dw2t``), so every
-    inner loop of the row pass runs along a contiguous row of length ``h`` (vectorised) rather than
-    along ``k``, which is often 1 to 10.
+    In: ``a1`` holding ``z1`` (before the ReLU), ``w2t = w2.T``.  Out: ``a1 = relu(z1)``,
+    ``dz1``, ``dw2t = dw2.T``, ``db1``, ``db2``; returns ``sum((z2 - y)**2)`` (float64).
+    ``d (k,)`` is scratch for one row of ``dz2``.
     """
-    m = x.shape[0]
-    h = w1.shape[1]
-    k = w2.shape[1]
-    _hidden_preactivation(x, w1, b1, a1)
+    m, h = a1.shape
+    k = w2t.shape[0]
+    # Explicit loops, not slice assignments: Numba compiles `a[:] = 0.0` several times slower.
+    for c in range(k):
+        db2[c] = 0.0
+        for j in range(h):
+            dw2t[c, j] = 0.0
     for j in range(h):
-        for c in range(k):
-            w2t[c, j] = w2[j, c]
-    dw2t[:, :] = 0.0
-    db1[:] = 0.0
-    db2[:] = 0.0
+        db1[j] = 0.0
     scale = 2.0 / m
     loss = 0.0
     for i in range(m):
@@ -103,7 +95,8 @@ def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2
             loss += np.float64(r) * np.float64(r)
             d[c] = scale * r
             db2[c] += d[c]
-        g[:] = 0.0
+        for j in range(h):
+            g[j] = 0.0
         for c in range(k):  # da1 row and the dw2 row sums
             dc = d[c]
             for j in range(h):
@@ -113,8 +106,35 @@ def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2
             if not a[j] > 0.0:
                 g[j] = 0.0
             db1[j] += g[j]
+    return loss
+
+
+@njit(**JIT_OPTIONS)
+def step(backend, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d):
+    """Loss, gradients and (with ``update``) the SGD step, in one call.  Returns ``L``.
+
+    Math: see ``fastnn.reference``.  ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``, ``y (m, k)``, params ``w1 (n, h)``,
+    ``b1 (h,)``, ``w2 (h, k)``, ``b2 (k,)``.
+
+    ``update`` false: the gradients are written to ``dw1 (n, h)``, ``db1 (h,)``, ``dw2 (h, k)``,
+    ``db2 (k,)`` and the params are not touched.  ``update`` true: the params are updated in place,
+    ``p -= lr * dp``; ``dw1`` is not used (pass any array of the dtype) and ``db1``, ``dw2``,
+    ``db2`` serve as scratch.  Scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``d (k,)``.
+
+    ``w2`` is used transposed (``w2t``) and ``dw2`` is accumulated transposed (``dw2t``), so every
+    inner loop of the row pass runs along a contiguous row of length ``h`` (vectorised) rather than
+    along ``k``, which is often 1 to 10.
+    """
+    m = x.shape[0]
+    h = w1.shape[1]
+    k = w2.shape[1]
+    _hidden_preactivation(backend, x, w1, b1, a1)
+    for j in range(h):
+        for c in range(k):
+            w2t[c, j] = w2[j, c]
+    loss = _row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d)
     if update:
-        gemm(True, False, -lr, x, dz1, 1.0, w1)
+        gemm(backend, True, False, -lr, x, dz1, 1.0, w1)
         for j in range(h):
             for c in range(k):
                 w2[j, c] -= lr * dw2t[c, j]
@@ -123,7 +143,7 @@ def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2
         for c in range(k):
             b2[c] -= lr * db2[c]
     else:
-        gemm(True, False, 1.0, x, dz1, 0.0, dw1)
+        gemm(backend, True, False, 1.0, x, dz1, 0.0, dw1)
         for j in range(h):
             for c in range(k):
                 dw2[j, c] = dw2t[c, j]

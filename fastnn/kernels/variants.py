@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from ..params import Params
-from . import backward, forward, fused
+from . import backward, blas, forward, fused
 
 _local = threading.local()
 
@@ -92,7 +92,7 @@ def _fused_scratch(m, h, k, dt):
 def fused_predict(params: Params, x):
     m, n, h, k = _sizes(params, x)
     z2 = np.empty((m, k), params.dtype)
-    fused.predict(x, *params, scratch("a1", (m, h), params.dtype), z2)
+    fused.predict(blas.BACKEND, x, *params, scratch("a1", (m, h), params.dtype), z2)
     return z2
 
 
@@ -100,7 +100,8 @@ def fused_loss_and_grads(params: Params, x, y):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     grads = Params(*(np.empty_like(p) for p in params))
-    loss = fused.step(x, y, *params, dt.type(0.0), False, *grads, *_fused_scratch(m, h, k, dt))
+    loss = fused.step(blas.BACKEND, x, y, *params, dt.type(0.0), False, *grads,
+                      *_fused_scratch(m, h, k, dt))
     return loss, grads
 
 
@@ -109,6 +110,6 @@ def fused_sgd_step(params: Params, x, y, lr):
     dt = params.dtype
     grads_scratch = (params.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
                      scratch("db2", (k,), dt))
-    return fused.step(x, y, *params, dt.type(lr), True, *grads_scratch,
+    return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, *grads_scratch,
                       *_fused_scratch(m, h, k, dt))
 
