@@ -1,4 +1,4 @@
-"""The ``fastnn`` command: ``fastnn train`` and ``fastnn info``."""
+"""The ``fastnn`` command: ``fastnn train``, ``fastnn bench`` and ``fastnn info``."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,28 @@ def _build_parser() -> argparse.ArgumentParser:
                         "--m, --n and --out are then taken from it")
     t.add_argument("--plot", metavar="FILE.png", help="save the learning curve (needs matplotlib)")
     t.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    b = sub.add_parser("bench", help="time kernel variants against a careful numpy step",
+                       description="Paired timing of each kernel's SGD step against a careful "
+                                   "numpy step, with GFLOP/s and %% of the BLAS peak measured on "
+                                   "the spot.")
+    b.add_argument("--shapes", default="seed",
+                   help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
+                        "(default %(default)s)")
+    b.add_argument("--dtype", default="float64", help="float64, float32 or both, comma-separated "
+                   "(default %(default)s)")
+    b.add_argument("--kernels", default=None,
+                   help=f"comma-separated, from {', '.join(kernels.available())} "
+                        "(default: all but reference)")
+    b.add_argument("--threads", type=_positive, default=None,
+                   help="threads for Numba and BLAS together (default: all cores)")
+    b.add_argument("--rounds", type=_positive, default=15,
+                   help="paired rounds per kernel (default %(default)s)")
+    b.add_argument("--budget", type=float, default=0.02,
+                   help="seconds of calls per side per round (default %(default)s)")
+    b.add_argument("--compile", action="store_true",
+                   help="also time the first step in new processes, cold and warm cache")
+    b.add_argument("--json", metavar="FILE", help="write the full report as JSON")
 
     sub.add_parser("info", help="versions, CPU, threads, threading layer and BLAS")
     return parser
@@ -140,7 +162,7 @@ def info_lines() -> list[str]:
 
     import fastnn
     from . import _config
-    from .kernels import blas  # noqa: F401  (loads scipy's BLAS so threadpoolctl lists it)
+    from .kernels import blas  # (also loads scipy's BLAS, so that threadpoolctl lists it)
 
     _warm_up_threading_layer()
     lines = [
@@ -155,6 +177,7 @@ def info_lines() -> list[str]:
         f"cache       {'on' if _config.CACHE else 'off'}, fastmath "
         f"{'on (no nnan/ninf)' if _config.FASTMATH else 'off'}",
         f"kernels     {', '.join(kernels.available())} (default {kernels.DEFAULT})",
+        f"fused BLAS  {blas.BACKEND_NAME}: {blas.LIBRARY}",
     ]
     for pool in threadpool_info():
         lines.append(f"{pool['user_api']:<11} {pool['internal_api']} {pool.get('version')} "
@@ -186,6 +209,10 @@ def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "bench":
+        from . import bench
+
+        return bench.main(args)
     print("\n".join(info_lines()))
     return 0
 

@@ -80,3 +80,25 @@ def test_info():
     assert res.returncode == 0, res.stderr
     for word in ("numpy", "numba", "numba layer", "blas", "threads", "cpu", "kernels"):
         assert word in res.stdout
+
+
+def test_bench_small(tmp_path):
+    out = tmp_path / "b.json"
+    res = _run("bench", "--shapes", "5x7x3x2", "--dtype", "float32,float64", "--rounds", "1",
+               "--budget", "0.001", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    import json
+
+    report = json.loads(out.read_text())
+    kernels = {r["kernel"] for r in report["rows"]}
+    assert kernels == {"naive", "fused"}
+    for r in report["rows"]:
+        assert r["shape"] == [5, 7, 3, 2] and r["us"] > 0 and r["x_vs_numpy"] > 0
+        assert r["gflops"] > 0 and 0 < r["pct_peak"]
+    assert set(report["peak_gflops"]) == {"float32", "float64"}
+    assert "x numpy" in res.stdout
+
+
+def test_bench_bad_shape():
+    res = _run("bench", "--shapes", "3x4")
+    assert res.returncode != 0 and "MxNxHxK" in res.stderr

@@ -122,3 +122,25 @@ def test_inputs_are_converted_to_the_params_dtype(kernel, dtype):
                                      kernel=kernel)
     assert grads.w1.dtype == dtype
     assert loss == loss2
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_fused_with_each_blas_backend(shape, dtype, monkeypatch):
+    """Both ways into BLAS (numpy's CBLAS, scipy's Fortran BLAS) give the reference's numbers.
+    Both are always linked in; the backend is a run-time argument, so we can switch it here."""
+    from fastnn.kernels import blas
+
+    x, y, params = make_problem(*shape, dtype)
+    ref_loss, ref_grads = reference.loss_and_grads(params_as(params, np.float64),
+                                                   x.astype(np.float64), y.astype(np.float64))
+    tol = tolerance(dtype, *shape)
+    backends = [blas.SCIPY_F77] + ([blas.NUMPY_CBLAS] if blas.BACKEND == blas.NUMPY_CBLAS else [])
+    for backend in backends:
+        monkeypatch.setattr(blas, "BACKEND", backend)
+        loss, grads = fastnn.loss_and_grads(params, x, y, kernel="fused")
+        assert_close(loss, ref_loss, tol, f"loss, backend {backend}")
+        for name, g, r in zip(fastnn.Params._fields, grads, ref_grads):
+            assert_close(g, r, tol, f"d{name}, backend {backend}")
+        z2 = fastnn.predict(params, x, kernel="fused")
+        assert_close(z2, reference.predict(params_as(params, np.float64), x.astype(np.float64)),
+                     tol, f"z2, backend {backend}")

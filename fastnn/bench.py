@@ -1,0 +1,288 @@
+"""``fastnn bench``: time kernel variants against a careful numpy step, in one interleaved run.
+
+The machine this runs on may be shared and noisy, so every figure that compares two things is a
+*paired* ratio: the two callables alternate in short rounds and we take the median of the per-round
+ratios (``paired_ratio``).  A slow phase of the machine then hits both sides alike.
+
+Flop counts (multiply-add = 2 flops), for one SGD step at shape (m, n, h, k)::
+
+    forward   2mnh (x @ w1) + 2mhk (a1 @ w2)
+    backward  2mhk (dw2) + 2mhk (da1) + 2mnh (dw1)
+    step      4mnh + 6mhk
+
+The BLAS peak is measured on the spot: a large square numpy matmul in the benchmark's dtype.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SHAPES = {
+    "seed": (64, 1000, 100, 10),
+    "mnist": (128, 784, 512, 10),
+    "medium": (256, 1024, 256, 10),
+    "large": (2048, 1024, 1024, 10),
+}
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, int, int, int]]:
+    """A preset name or ``MxNxHxK``."""
+    if text in SHAPES:
+        return text, SHAPES[text]
+    parts = text.lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"shape: expected one of {', '.join(SHAPES)} or MxNxHxK with positive "
+                         f"sizes, got {text!r}")
+    return text, dims
+
+
+def step_flops(m, n, h, k) -> int:
+    return 4 * m * n * h + 6 * m * h * k
+
+
+class NumpyStep:
+    """The careful numpy SGD step every speed figure is compared with: preallocated buffers,
+    ``np.matmul(..., out=)``, in-place updates (the same method as ``shared/bench/numpy_step.py``).
+    Fresh ~1 MB temporaries cost page faults on every step, which made a naive numpy step about
+    twice as slow, so this baseline avoids them."""
+
+    def __init__(self, x, y, params, lr):
+        self.x, self.y = x, y
+        self.w1, self.b1, self.w2, self.b2 = [np.array(p, copy=True) for p in params]
+        m, n = x.shape
+        h, k = self.w1.shape[1], self.w2.shape[1]
+        dt = x.dtype
+        self.z1 = np.empty((m, h), dt)
+        self.z2 = np.empty((m, k), dt)
+        self.da1 = np.empty((m, h), dt)
+        self.mask = np.empty((m, h), bool)
+        self.dw1 = np.empty((n, h), dt)
+        self.dw2 = np.empty((h, k), dt)
+        self.lr = dt.type(lr)
+        self.two_over_m = dt.type(2.0 / m)
+        self.m = m
+
+    def step(self):
+        x, y, w1, b1, w2, b2, lr = self.x, self.y, self.w1, self.b1, self.w2, self.b2, self.lr
+        m = self.m
+        z1 = np.matmul(x, w1, out=self.z1)
+        z1 += b1
+        a1 = np.maximum(z1, 0, out=z1)
+        z2 = np.matmul(a1, w2, out=self.z2)
+        z2 += b2
+        d = np.subtract(z2, y, out=z2)
+        loss = float(np.vdot(d, d)) / m
+        d *= self.two_over_m
+        dw2 = np.matmul(a1.T, d, out=self.dw2)
+        db2 = d.sum(0)
+        da1 = np.matmul(d, w2.T, out=self.da1)
+        np.greater(a1, 0, out=self.mask)
+        da1 *= self.mask
+        dw1 = np.matmul(x.T, da1, out=self.dw1)
+        db1 = da1.sum(0)
+        dw1 *= lr
+        w1 -= dw1
+        dw2 *= lr
+        w2 -= dw2
+        db1 *= lr
+        b1 -= db1
+        db2 *= lr
+        b2 -= db2
+        return loss
+
+
+def _per_call(f, budget):
+    """Seconds per call of ``f``, timing enough calls to fill ``budget`` seconds."""
+    reps = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            f()
+        t = time.perf_counter() - t0
+        if t >= budget:
+            return t / reps
+        reps *= 2
+
+
+def paired_ratio(ours, base, rounds=21, budget=0.02):
+    """Alternate the two callables in short rounds.
+
+    Returns ``(median of per-round ratios base/ours, per-call seconds of ours per round, of base per
+    round)``.  The order within a round alternates too, so neither side always runs second.
+    """
+    ta, tb, ratios = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            b = _per_call(base, budget)
+            a = _per_call(ours, budget)
+        else:
+            a = _per_call(ours, budget)
+            b = _per_call(base, budget)
+        ta.append(a)
+        tb.append(b)
+        ratios.append(b / a)
+    return float(np.median(ratios)), ta, tb
+
+
+def blas_peak(dtype, size=2048, reps=5) -> float:
+    """GFLOP/s of a ``size``-square numpy matmul (the best of ``reps``): the machine's practical
+    ceiling for this dtype and the current BLAS thread count."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)
+    best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(f):
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def problem(shape, dtype, seed=0):
+    import fastnn
+
+    m, n, h, k = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, n)).astype(dtype)
+    y = rng.standard_normal((m, k)).astype(dtype)
+    params = fastnn.init_params(n, h, k, init="he", dtype=dtype, seed=seed)
+    return x, y, params
+
+
+def bench_step(shape, dtype, kernels, *, rounds=15, budget=0.02, lr=1e-5):
+    """One row per kernel: the whole SGD step, paired against ``NumpyStep``."""
+    import fastnn
+
+    x, y, params = problem(shape, dtype)
+    base = NumpyStep(x, y, params, lr)
+    base.step()
+    rows = []
+    flops = step_flops(*shape)
+    for name in kernels:
+        p = params.copy()
+        f = (lambda p=p, name=name: fastnn.sgd_step(p, x, y, lr, kernel=name))
+        f()  # compile or load from cache outside the timing
+        ratio, ta, tb = paired_ratio(f, base.step, rounds=rounds, budget=budget)
+        med = float(np.median(ta))
+        rows.append(dict(kernel=name, stage="step", us=med * 1e6, us_min=min(ta) * 1e6,
+                         us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) * 1e6,
+                         gflops=flops / med / 1e9, x_vs_numpy=ratio))
+    return rows
+
+
+def compile_times(kernel: str, dtype, shape=(8, 16, 8, 2)) -> dict:
+    """First-step seconds in a new process: with an empty Numba cache (cold), then again with the
+    cache that run left (warm).  Import time is reported separately."""
+    code = (
+        "import time, sys\n"
+        "t0 = time.perf_counter()\n"
+        "import numpy as np, fastnn\n"
+        "t1 = time.perf_counter()\n"
+        f"dt = np.dtype('{np.dtype(dtype).name}'); m, n, h, k = {tuple(shape)}\n"
+        "x = np.ones((m, n), dt); y = np.ones((m, k), dt)\n"
+        "p = fastnn.init_params(n, h, k, dtype=dt, seed=0)\n"
+        "t2 = time.perf_counter()\n"
+        f"fastnn.sgd_step(p, x, y, 1e-3, kernel='{kernel}')\n"
+        "t3 = time.perf_counter()\n"
+        "print(t1 - t0, t3 - t2)\n"
+    )
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold", "warm"):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, check=True)
+            imp, first = (float(v) for v in res.stdout.split())
+            out[f"{label}_first_step_s"] = first
+            out[f"{label}_import_s"] = imp
+    return out
+
+
+def format_table(rows) -> str:
+    head = (f"{'shape':<8} {'dtype':<8} {'kernel':<10} {'stage':<6} {'us':>10} {'min-max us':>19} "
+            f"{'GFLOP/s':>8} {'% peak':>7} {'x numpy':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['shape_name']:<8} {r['dtype']:<8} {r['kernel']:<10} {r['stage']:<6} "
+            f"{r['us']:>10.1f} {r['us_min']:>9.1f}-{r['us_max']:<9.1f} {r['gflops']:>8.1f} "
+            f"{r['pct_peak']:>6.0f}% {r['x_vs_numpy']:>7.2f}x")
+    return "\n".join(lines)
+
+
+def run(shapes, dtypes, kernels, *, threads=None, rounds=15, budget=0.02, compile=False,
+        out=print):
+    """Benchmark every (shape, dtype) for every kernel; returns the JSON-ready report."""
+    import fastnn
+    from . import cli
+
+    if threads is not None:
+        fastnn.set_num_threads(threads)
+    report = dict(machine=cli.info_lines(), threads=fastnn.get_num_threads(), peak_gflops={},
+                  rows=[], compile=[])
+    for dtype in dtypes:
+        dt = np.dtype(dtype)
+        peak = blas_peak(dt)
+        report["peak_gflops"][dt.name] = peak
+        out(f"BLAS peak ({dt.name}, 2048^3 numpy matmul, {report['threads']} threads): "
+            f"{peak:.1f} GFLOP/s")
+    for shape_name, shape in shapes:
+        for dtype in dtypes:
+            dt = np.dtype(dtype)
+            for row in bench_step(shape, dt, kernels, rounds=rounds, budget=budget):
+                row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
+                           threads=report["threads"],
+                           pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
+                report["rows"].append(row)
+                out(format_table([row]).splitlines()[-1])
+    if compile:
+        for name in kernels:
+            if name == "reference":
+                continue
+            for dtype in dtypes:
+                c = dict(kernel=name, dtype=np.dtype(dtype).name, **compile_times(name, dtype))
+                report["compile"].append(c)
+                out(f"compile {name:<10} {c['dtype']:<8} first step cold "
+                    f"{c['cold_first_step_s']:.2f} s, warm cache {c['warm_first_step_s']:.2f} s "
+                    f"(import {c['warm_import_s']:.2f} s)")
+    return report
+
+
+def main(args) -> int:
+    try:
+        shapes = [parse_shape(s) for s in args.shapes.split(",")]
+        import fastnn
+        from .params import as_float_dtype
+
+        dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
+        kernels = args.kernels.split(",") if args.kernels else [
+            k for k in fastnn.kernels.available() if k != "reference"]
+        for k in kernels:
+            fastnn.kernels.get(k)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"fastnn bench: {exc}") from None
+    print("fastnn bench: paired against a careful numpy step; median of "
+          f"{args.rounds} rounds (min-max over rounds)")
+    report = run(shapes, dtypes, kernels, threads=args.threads, rounds=args.rounds,
+                 budget=args.budget, compile=args.compile)
+    print()
+    print(format_table(report["rows"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"\njson        {args.json}")
+    return 0
