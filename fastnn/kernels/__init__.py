@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from .. import reference
-from . import variants
+from . import blas, variants
 
 
 class Variant(NamedTuple):
@@ -36,6 +36,11 @@ _register("naive", "Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 a
 _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias via beta=1) and "
           "x.T@dz1 (update via alpha=-lr, beta=1), everything else in one fused row pass",
           variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step)
+
+if blas.threads.available:
+    _register("blas", "hidden units in chunks over Numba's threads, single-threaded BLAS gemm inside "
+              "each chunk (bias via beta=1, update via alpha=-lr), ReLU/loss/masks fused in loops",
+              variants.blas_predict, variants.blas_loss_and_grads, variants.blas_sgd_step)
 
 
 def available() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
+from .._config import PARALLEL_OPTIONS
 
 # Rows of dw handled by one prange iteration; each block allocates its accumulator row once.
 WEIGHT_GRAD_BLOCK = 16
@@ -42,51 +42,44 @@ def relu_backward(dz2, w2, a1, dz1, db1):
 
 
 @njit(**PARALLEL_OPTIONS)
-def weight_grad(a, dz, out, lr, update):
-    """``out = a.T @ dz``, or with ``update`` the fused SGD step ``out -= lr * (a.T @ dz)``.
+def weight_grad(a, dz, out_w, out_b, lr, update, with_bias):
+    """``dw = a.T @ dz`` and, with ``with_bias``, ``db = dz.sum(axis=0)``; stored in ``out_w`` /
+    ``out_b``, or with ``update`` applied as the SGD step ``out -= lr * grad``.
 
-    Shapes: ``a (m, n)``, ``dz (m, h)``, ``out (n, h)``.  Used for ``dw1 = x.T @ dz1`` (``out`` is
-    ``w1`` when updating) and ``dw2 = a1.T @ dz2``.
+    Shapes: ``a (m, n)``, ``dz (m, h)``, ``out_w (n, h)``, ``out_b (h,)``.  Used for
+    ``dw1 = x.T @ dz1`` (``out_w`` is ``w1`` when updating; ``db1`` comes from ``relu_backward``)
+    and for ``dw2 = a1.T @ dz2`` with ``db2``.
 
-    Split over blocks of rows of ``out``.  Row ``p`` of the gradient is built in a private
-    accumulator (``sum_i a[i, p] * dz[i, :]``, contiguous inner loop) and then either stored or
-    applied to the weights, so a step never stores ``dw``.  The gradient is complete before it
-    touches ``w``: adding ``-lr * a[i, p] * dz[i, :]`` to ``w`` term by term would round ``w`` (which
-    is much larger than the update) ``m`` times instead of once.
+    The bias gradient is the weight gradient of an input that is always 1, so it is computed as
+    one more row, ``p == n``, of the same loop.  Split over blocks of rows of ``out``; row ``p``
+    is built in a private accumulator (``sum_i a[i, p] * dz[i, :]``, contiguous inner loop) and
+    then either stored or applied to the weights, so a step never stores ``dw``.  The gradient is
+    complete before it touches ``w``: adding ``-lr * a[i, p] * dz[i, :]`` to ``w`` term by term
+    would round ``w`` (much larger than the update) ``m`` times instead of once.
     """
     m, n = a.shape
     h = dz.shape[1]
-    n_blocks = (n + WEIGHT_GRAD_BLOCK - 1) // WEIGHT_GRAD_BLOCK
+    rows = n + 1 if with_bias else n
+    n_blocks = (rows + WEIGHT_GRAD_BLOCK - 1) // WEIGHT_GRAD_BLOCK
     for blk in prange(n_blocks):
         acc = np.empty(h, dz.dtype)
-        for p in range(blk * WEIGHT_GRAD_BLOCK, min(n, (blk + 1) * WEIGHT_GRAD_BLOCK)):
+        for p in range(blk * WEIGHT_GRAD_BLOCK, min(rows, (blk + 1) * WEIGHT_GRAD_BLOCK)):
             for j in range(h):
                 acc[j] = 0.0
-            for i in range(m):
-                aip = a[i, p]
-                for j in range(h):
-                    acc[j] += aip * dz[i, j]
+            if p < n:
+                for i in range(m):
+                    aip = a[i, p]
+                    for j in range(h):
+                        acc[j] += aip * dz[i, j]
+                out = out_w[p]
+            else:
+                for i in range(m):
+                    for j in range(h):
+                        acc[j] += dz[i, j]
+                out = out_b
             if update:
                 for j in range(h):
-                    out[p, j] -= lr * acc[j]
+                    out[j] -= lr * acc[j]
             else:
                 for j in range(h):
-                    out[p, j] = acc[j]
-
-
-@njit(**JIT_OPTIONS)
-def bias_grad(dz, out, lr, update):
-    """``out = dz.sum(axis=0)``, or with ``update`` the SGD step ``out -= lr * dz.sum(axis=0)``.
-
-    Shapes: ``dz (m, k)``, ``out (k,)``.  Serial: it is ``m * k`` additions.
-    """
-    m, k = dz.shape
-    acc = np.zeros(k, dz.dtype)
-    for i in range(m):
-        for c in range(k):
-            acc[c] += dz[i, c]
-    for c in range(k):
-        if update:
-            out[c] -= lr * acc[c]
-        else:
-            out[c] = acc[c]
+                    out[j] = acc[j]

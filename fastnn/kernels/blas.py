@@ -36,45 +36,87 @@ NUMPY_CBLAS = 0
 SCIPY_F77 = 1
 
 
-def _numpy_cblas():
-    """``(library path, {'d': addr, 's': addr})`` of numpy's ILP64 CBLAS gemm, or None."""
-    try:
-        from threadpoolctl import threadpool_info
+def _blas_libraries() -> dict:
+    """``{"numpy": path, "scipy": path}`` of the OpenBLAS libraries loaded by numpy and scipy."""
+    from threadpoolctl import threadpool_info
 
-        np.ones((2, 2)) @ np.ones((2, 2))  # make sure numpy's BLAS is loaded
-        for pool in threadpool_info():
-            if pool.get("user_api") != "blas" or pool.get("internal_api") != "openblas":
-                continue
-            if "numpy" not in pool["filepath"]:
-                continue
-            lib = ctypes.CDLL(pool["filepath"])
-            # the 64_ suffix marks the ILP64 (64-bit integer) interface
-            for fmt in ("scipy_cblas_{t}gemm64_", "cblas_{t}gemm64_"):
-                try:
-                    return pool["filepath"], {
-                        t: ctypes.cast(getattr(lib, fmt.format(t=t)), ctypes.c_void_p).value
-                        for t in "ds"}
-                except AttributeError:
-                    continue
-    except Exception:  # any surprise here just means: use scipy's BLAS
-        return None
+    np.ones((2, 2)) @ np.ones((2, 2))  # make sure numpy's BLAS is loaded
+    found = {}
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas" and pool.get("internal_api") == "openblas":
+            owner = "numpy" if "numpy" in pool["filepath"] else "scipy"
+            found.setdefault(owner, pool["filepath"])
+    return found
+
+
+def _symbol(lib, names):
+    """Address of the first of ``names`` that ``lib`` exports, else None."""
+    for name in names:
+        try:
+            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+        except AttributeError:
+            continue
     return None
 
 
+def _numpy_cblas(path):
+    """``{'d': addr, 's': addr}`` of the ILP64 CBLAS gemm in numpy's OpenBLAS, or None."""
+    lib = ctypes.CDLL(path)
+    # the 64_ suffix marks the ILP64 (64-bit integer) interface
+    for fmt in ("scipy_cblas_{t}gemm64_", "cblas_{t}gemm64_"):
+        addrs = {t: _symbol(lib, [fmt.format(t=t)]) for t in "ds"}
+        if all(addrs.values()):
+            return addrs
+    return None
+
+
+try:
+    _libs = _blas_libraries()
+except Exception:  # threadpoolctl could not look: use scipy's BLAS, found through cython_blas
+    _libs = {}
+_choice = os.environ.get("FASTNN_BLAS", "")
 _scipy = {t: get_cython_function_address("scipy.linalg.cython_blas", f"{t}gemm") for t in "ds"}
-_numpy = None if os.environ.get("FASTNN_BLAS", "") == "scipy" else _numpy_cblas()
-if os.environ.get("FASTNN_BLAS", "") == "numpy" and _numpy is None:
+_numpy = _numpy_cblas(_libs["numpy"]) if "numpy" in _libs and _choice != "scipy" else None
+if _choice == "numpy" and _numpy is None:
     raise ImportError("FASTNN_BLAS=numpy, but numpy's BLAS has no ILP64 CBLAS gemm to call")
 
 BACKEND = NUMPY_CBLAS if _numpy is not None else SCIPY_F77
 BACKEND_NAME = "numpy" if BACKEND == NUMPY_CBLAS else "scipy"
-LIBRARY = _numpy[0] if _numpy is not None else scipy.linalg.cython_blas.__file__
+LIBRARY = _libs.get(BACKEND_NAME, scipy.linalg.cython_blas.__file__)
 
 for _t in "ds":
     llvm.add_symbol(f"fastnn_f77_{_t}gemm", _scipy[_t])
     # When numpy's CBLAS is missing the symbol still needs an address to link; BACKEND never
     # selects it then.
-    llvm.add_symbol(f"fastnn_cblas_{_t}gemm", (_numpy[1] if _numpy else _scipy)[_t])
+    llvm.add_symbol(f"fastnn_cblas_{_t}gemm", (_numpy or _scipy)[_t])
+
+
+class _ThreadControl:
+    """OpenBLAS's own ``set_num_threads``/``get_num_threads`` for the library ``BACKEND`` uses.
+
+    A direct C call costs about a microsecond, where threadpoolctl's context manager costs tens
+    of microseconds, too much to pay on every step.  ``available`` is false when the library
+    exports neither (then the ``blas`` variant is not offered).
+    """
+
+    def __init__(self, path):
+        self.set = self.get = None
+        if path is not None:
+            lib = ctypes.CDLL(path)
+            setter = _symbol(lib, ["scipy_openblas_set_num_threads64_",
+                                   "scipy_openblas_set_num_threads", "openblas_set_num_threads"])
+            getter = _symbol(lib, ["scipy_openblas_get_num_threads64_",
+                                   "scipy_openblas_get_num_threads", "openblas_get_num_threads"])
+            if setter and getter:
+                self.set = ctypes.CFUNCTYPE(None, ctypes.c_int)(setter)
+                self.get = ctypes.CFUNCTYPE(ctypes.c_int)(getter)
+
+    @property
+    def available(self) -> bool:
+        return self.set is not None
+
+
+threads = _ThreadControl(_libs.get(BACKEND_NAME))
 
 _vp = types.voidptr
 _f77_signature = types.void(*([_vp] * 13))
@@ -96,8 +138,20 @@ _T = ord("T")
 
 
 @njit(**JIT_OPTIONS)
+def _leading_dim(a):
+    """The row stride of ``a`` in elements.  A one-row array may carry any stride for its single
+    row (numpy's relaxed strides); BLAS wants at least the row length there."""
+    if a.shape[0] == 1:
+        return a.shape[1]
+    return a.strides[0] // a.itemsize
+
+
+@njit(**JIT_OPTIONS)
 def gemm(backend, trans_a, trans_b, alpha, a, b, beta, c):
-    """``c = alpha * op(a) @ op(b) + beta * c`` on C-contiguous 2-D arrays of one float dtype.
+    """``c = alpha * op(a) @ op(b) + beta * c`` on 2-D arrays of one float dtype.
+
+    Each array must have contiguous rows (unit stride along axis 1): C-contiguous arrays and column
+    slices of them (``w1[:, h0:h1]``) both qualify; the row stride is passed as the leading dimension.
 
     ``op(a)`` is ``a.T`` when ``trans_a`` is true.  Shapes: ``op(a) (m, k)``, ``op(b) (k, n)``,
     ``c (m, n)``; the caller guarantees them (no checks here: this is inside the kernels).
@@ -108,17 +162,18 @@ def gemm(backend, trans_a, trans_b, alpha, a, b, beta, c):
     k = a.shape[0] if trans_a else a.shape[1]
     if m == 0 or n == 0:
         return
-    lda = a.shape[1]  # row lengths: the leading dimensions of row-major arrays
-    ldb = b.shape[1]
+    lda = _leading_dim(a)
+    ldb = _leading_dim(b)
+    ldc = _leading_dim(c)
     if backend == NUMPY_CBLAS:
         ta = _CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS
         tb = _CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS
         if c.itemsize == 8:
             _cblas_dgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), a.ctypes, lda,
-                         b.ctypes, ldb, np.float64(beta), c.ctypes, n)
+                         b.ctypes, ldb, np.float64(beta), c.ctypes, ldc)
         else:
             _cblas_sgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), a.ctypes, lda,
-                         b.ctypes, ldb, np.float32(beta), c.ctypes, n)
+                         b.ctypes, ldb, np.float32(beta), c.ctypes, ldc)
         return
     # Fortran passes every argument by reference: scalars live in small arrays.
     ints = np.empty(6, np.int32)
@@ -127,7 +182,7 @@ def gemm(backend, trans_a, trans_b, alpha, a, b, beta, c):
     ints[2] = k
     ints[3] = ldb
     ints[4] = lda
-    ints[5] = n
+    ints[5] = ldc
     scal = np.empty(2, c.dtype)
     scal[0] = alpha
     scal[1] = beta

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from ..params import Params
-from . import backward, blas, forward, fused
+from . import backward, blas, chunked, forward, fused
 
 _local = threading.local()
 
@@ -61,9 +61,8 @@ def _naive_backward(params: Params, x, y, lr, update, grads):
     lr = dt.type(lr)
     # dz1 needs the old w2, so it comes before any update.
     backward.relu_backward(dz2, w2, a1, dz1, db1)
-    backward.weight_grad(a1, dz2, dw2, lr, update)
-    backward.bias_grad(dz2, db2, lr, update)
-    backward.weight_grad(x, dz1, dw1, lr, update)
+    backward.weight_grad(a1, dz2, dw2, db2, lr, update, True)
+    backward.weight_grad(x, dz1, dw1, db1, lr, update, False)
     if update:  # db1 was computed as a gradient in relu_backward
         b1 -= lr * db1
     return loss
@@ -113,3 +112,61 @@ def fused_sgd_step(params: Params, x, y, lr):
     return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, *grads_scratch,
                       *_fused_scratch(m, h, k, dt))
 
+
+
+# --- blas: chunks of hidden units over Numba's threads, one BLAS thread each ------------------------
+
+def _with_one_blas_thread(kernel, *args):
+    """Run ``kernel`` with BLAS set to one thread, then restore BLAS's thread count.
+
+    Parallelism comes from Numba's threads, each running whole chunks with BLAS inside; a threaded
+    BLAS there would oversubscribe the cores.  The setting is process-wide (OpenBLAS has no
+    per-thread count in a pthreads build), so another thread's numpy calls run single-threaded
+    during the step: slower, never wrong.
+    """
+    ctl = blas.threads
+    prev = ctl.get()
+    if prev != 1:
+        ctl.set(1)
+    try:
+        return kernel(*args)
+    finally:
+        if prev != 1:
+            ctl.set(prev)
+
+
+def _chunked_scratch(m, h, k, parts, dt):
+    return (scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("w2t", (k, h), dt),
+            scratch("dw2t", (k, h), dt), scratch("zparts", (parts, m, k), dt),
+            scratch("dz2", (m, k), dt))
+
+
+def blas_predict(params: Params, x):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    parts = chunked.n_chunks(h)
+    z2 = np.empty((m, k), dt)
+    _with_one_blas_thread(chunked.predict, blas.BACKEND, parts, x, *params,
+                          scratch("a1", (m, h), dt), scratch("w2t", (k, h), dt),
+                          scratch("zparts", (parts, m, k), dt), z2)
+    return z2
+
+
+def blas_loss_and_grads(params: Params, x, y):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    parts = chunked.n_chunks(h)
+    grads = Params(*(np.empty_like(p) for p in params))
+    loss = _with_one_blas_thread(chunked.step, blas.BACKEND, parts, x, y, *params, dt.type(0.0),
+                                 False, *grads, *_chunked_scratch(m, h, k, parts, dt))
+    return loss, grads
+
+
+def blas_sgd_step(params: Params, x, y, lr):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    parts = chunked.n_chunks(h)
+    grads_scratch = (params.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
+                     scratch("db2", (k,), dt))
+    return _with_one_blas_thread(chunked.step, blas.BACKEND, parts, x, y, *params, dt.type(lr),
+                                 True, *grads_scratch, *_chunked_scratch(m, h, k, parts, dt))

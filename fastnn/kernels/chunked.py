@@ -1,0 +1,179 @@
+"""The `blas` variant: hidden units split into chunks over Numba's threads, single-threaded BLAS
+inside each chunk.
+
+`fused` lets OpenBLAS thread each gemm.  Here the threads are Numba's and every chunk of hidden
+units ``[h0, h1)`` is one thread's whole job, BLAS calls included; BLAS itself is set to one thread
+for the step (``variants.py`` does that), so only one pool is ever awake and nothing spins against
+it.  Chunk ``t`` owns columns ``h0:h1`` of ``w1``, ``b1``, ``a1``, ``dz1`` and rows ``h0:h1`` of
+``w2``, so the parallel loops write disjoint memory.
+
+One step, for each chunk in parallel unless marked serial::
+
+    a1[:, c]  = relu(x @ w1[:, c] + b1[c])          gemm, bias via beta = 1, then the ReLU
+    zpart[t]  = a1[:, c] @ w2[c, :]                 this chunk's share of z2
+    (serial)  z2 = b2 + sum_t zpart[t]; loss; dz2 = (2/m)(z2 - y); db2
+    dz1[:, c] = (dz2 @ w2[c, :].T) * [a1[:, c] > 0]; db1[c]
+    dw2[c, :] = a1[:, c].T @ dz2                    (update: w2[c, :] -= lr * that)
+    w1[:, c] += -lr * x.T @ dz1[:, c]               gemm with alpha = -lr, beta = 1
+
+The chunking depends only on ``h`` (``n_chunks``), never on the thread count, and the one
+cross-chunk sum (``z2``) is taken in chunk order, so results are the same for any thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
+from .blas import gemm
+
+# Hidden units per chunk, at least.  Narrower chunks starve the gemm micro-kernel (its tile is
+# 8-16 columns wide and wants several of them); at most MAX_CHUNKS chunks.
+MIN_CHUNK = 32
+MAX_CHUNKS = 16
+
+
+def n_chunks(h: int) -> int:
+    """Chunks for ``h`` hidden units: even (so two threads split them evenly), and with chunks of
+    at least ``MIN_CHUNK`` units; 1 when ``h`` is too small to split."""
+    c = min(MAX_CHUNKS, h // MIN_CHUNK)
+    if c >= 2:
+        return c - c % 2
+    return 1
+
+
+@njit(**JIT_OPTIONS)
+def _chunk_bounds(t, n_parts, h):
+    return t * h // n_parts, (t + 1) * h // n_parts
+
+
+@njit(**JIT_OPTIONS)
+def forward_chunk(backend, x, w1, b1, w2t, a1, zpart, h0, h1):
+    """``a1[:, h0:h1] = relu(x @ w1[:, h0:h1] + b1[h0:h1])`` and
+    ``zpart = a1[:, h0:h1] @ w2[h0:h1, :]`` (with ``w2t = w2.T``).  Shapes: ``x (m, n)``,
+    ``w1 (n, h)``, ``a1 (m, h)``, ``w2t (k, h)``, ``zpart (m, k)``."""
+    m = x.shape[0]
+    k = w2t.shape[0]
+    for i in range(m):
+        for j in range(h0, h1):
+            a1[i, j] = b1[j]
+    gemm(backend, False, False, 1.0, x, w1[:, h0:h1], 1.0, a1[:, h0:h1])
+    for i in range(m):
+        for j in range(h0, h1):
+            if a1[i, j] < 0.0:
+                a1[i, j] = 0.0
+    zero = np.zeros(1, a1.dtype)[0]  # the sums run in the arrays' dtype
+    for i in range(m):
+        for c in range(k):
+            s = zero
+            for j in range(h0, h1):
+                s += a1[i, j] * w2t[c, j]
+            zpart[i, c] = s
+
+
+@njit(**JIT_OPTIONS)
+def output_loss_grad(zparts, b2, y, dz2, db2):
+    """``z2 = b2 + sum_t zparts[t]`` (in chunk order), ``L = (1/m) sum((z2 - y)**2)``,
+    ``dz2 = (2/m)(z2 - y)``, ``db2 = dz2.sum(0)``; returns ``L``.  Shapes: ``zparts (T, m, k)``,
+    ``y, dz2 (m, k)``, ``b2, db2 (k,)``.  Serial: ``m * k`` work."""
+    n_parts, m, k = zparts.shape
+    scale = 2.0 / m
+    loss = 0.0
+    for c in range(k):
+        db2[c] = 0.0
+    for i in range(m):
+        for c in range(k):
+            z = b2[c]
+            for t in range(n_parts):
+                z += zparts[t, i, c]
+            r = z - y[i, c]
+            loss += np.float64(r) * np.float64(r)
+            dz2[i, c] = scale * r
+            db2[c] += dz2[i, c]
+    return loss / m
+
+
+@njit(**JIT_OPTIONS)
+def backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, dw1, lr, update, h0, h1):
+    """For hidden units ``h0:h1``: ``dz1 = (dz2 @ w2.T) * [a1 > 0]``, ``db1``, ``dw2t = dw2.T``
+    and either ``dw1 = x.T @ dz1`` or, with ``update``, ``w1 -= lr * x.T @ dz1`` (pass ``w1`` as
+    ``dw1``).  The caller applies ``dw2t`` to ``w2`` (it needs the old ``w2``, through ``w2t``,
+    until every chunk has its ``dz1``).  Shapes: ``dz2 (m, k)``, ``w2t, dw2t (k, h)``,
+    ``a1, dz1 (m, h)``, ``db1 (h,)``, ``dw1 (n, h)``."""
+    m, k = dz2.shape
+    for j in range(h0, h1):
+        db1[j] = 0.0
+    for c in range(k):
+        for j in range(h0, h1):
+            dw2t[c, j] = 0.0
+    for i in range(m):
+        for j in range(h0, h1):
+            dz1[i, j] = 0.0
+        for c in range(k):
+            d = dz2[i, c]
+            for j in range(h0, h1):
+                dz1[i, j] += d * w2t[c, j]
+                dw2t[c, j] += d * a1[i, j]
+        for j in range(h0, h1):
+            if not a1[i, j] > 0.0:
+                dz1[i, j] = 0.0
+            db1[j] += dz1[i, j]
+    if update:
+        gemm(backend, True, False, -lr, x, dz1[:, h0:h1], 1.0, dw1[:, h0:h1])
+    else:
+        gemm(backend, True, False, 1.0, x, dz1[:, h0:h1], 0.0, dw1[:, h0:h1])
+
+
+@njit(**PARALLEL_OPTIONS)
+def step(backend, n_parts, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2,
+         a1, dz1, w2t, dw2t, zparts, dz2):
+    """Loss, gradients and (with ``update``) the SGD step, chunked over hidden units.  Returns L.
+
+    Arguments as ``fused.step``, plus ``n_parts`` (``n_chunks(h)``) and scratch
+    ``zparts (n_parts, m, k)``, ``dz2 (m, k)``.  With ``update`` the params are updated in place
+    and ``dw1`` is not used (pass ``w1``); otherwise the gradients go to ``dw1 .. db2``.
+    """
+    h = w1.shape[1]
+    k = w2.shape[1]
+    for j in range(h):
+        for c in range(k):
+            w2t[c, j] = w2[j, c]
+    for t in prange(n_parts):
+        h0, h1 = _chunk_bounds(t, n_parts, h)
+        forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)
+    loss = output_loss_grad(zparts, b2, y, dz2, db2)
+    target = w1 if update else dw1
+    for t in prange(n_parts):
+        h0, h1 = _chunk_bounds(t, n_parts, h)
+        backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, target, lr, update, h0, h1)
+    if update:
+        for j in range(h):
+            b1[j] -= lr * db1[j]
+            for c in range(k):
+                w2[j, c] -= lr * dw2t[c, j]
+        for c in range(k):
+            b2[c] -= lr * db2[c]
+    else:
+        for j in range(h):
+            for c in range(k):
+                dw2[j, c] = dw2t[c, j]
+    return loss
+
+
+@njit(**PARALLEL_OPTIONS)
+def predict(backend, n_parts, x, w1, b1, w2, b2, a1, w2t, zparts, z2):
+    """``z2 = relu(x @ w1 + b1) @ w2 + b2``, chunked like ``step``."""
+    h = w1.shape[1]
+    m, k = z2.shape
+    for j in range(h):
+        for c in range(k):
+            w2t[c, j] = w2[j, c]
+    for t in prange(n_parts):
+        h0, h1 = _chunk_bounds(t, n_parts, h)
+        forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)
+    for i in range(m):
+        for c in range(k):
+            z = b2[c]
+            for t in range(n_parts):
+                z += zparts[t, i, c]
+            z2[i, c] = z
