@@ -52,6 +52,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="train on arrays 'x' (m, n) and 'y' (m, k) or (m,) from this file; "
                         "--m, --n and --out are then taken from it")
     t.add_argument("--plot", metavar="FILE.png", help="save the learning curve (needs matplotlib)")
+    t.add_argument("--python-loop", action="store_true",
+                   help="call the step from Python each iteration instead of running the "
+                        "iterations inside one compiled call (the whole-loop mode, default where "
+                        "the kernel has one)")
     t.add_argument("--quiet", action="store_true", help="print only the summary")
 
     b = sub.add_parser("bench", help="time kernel variants against a careful numpy step",
@@ -116,13 +120,14 @@ def _train(args) -> int:
     every = max(1, args.iters // 10)
 
     def report(t, loss):
-        if not args.quiet and (t % every == 0 or t == args.iters - 1):
+        if t % every == 0 or t == args.iters - 1:
             print(f"iter {t:6d}  loss {loss:.6g}", flush=True)
 
     try:
         result = fastnn.train(x, y, hidden=args.hidden, iters=args.iters, lr=args.lr,
                               init=args.init, seed=args.seed, kernel=args.kernel, dtype=dtype,
-                              callback=report)
+                              callback=None if args.quiet else report, callback_every=every,
+                              whole_loop=False if args.python_loop else None)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn train: {exc}") from None
     n, h, k = result.params.shape

@@ -75,3 +75,24 @@ def test_dtype_defaults_and_callback():
     assert [loss for _, loss in seen] == list(run.losses)
     assert fastnn.train([[1, 2]], [3], hidden=2, iters=1, lr=0.1).dtype == np.float64
     assert run.seconds >= run.first_step_seconds > 0
+
+
+@pytest.mark.parametrize("kernel", [k for k in fastnn.kernels.available()
+                                    if fastnn.kernels.get(k).train_loop is not None])
+def test_whole_loop_mode_is_bitwise_the_python_loop(kernel, dtype):
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((37, 23)).astype(dtype), rng.standard_normal((37, 4)).astype(dtype)
+    seen = []
+    a = fastnn.train(x, y, hidden=41, iters=9, lr=1e-2, seed=2, kernel=kernel, whole_loop=True,
+                     callback=lambda t, loss: seen.append(t), callback_every=4)
+    b = fastnn.train(x, y, hidden=41, iters=9, lr=1e-2, seed=2, kernel=kernel, whole_loop=False)
+    assert seen == list(range(9))
+    np.testing.assert_array_equal(a.losses, b.losses)
+    for p, q in zip(a.params, b.params):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_whole_loop_unavailable_is_a_clear_error():
+    with pytest.raises(ValueError, match="whole_loop.*reference"):
+        fastnn.train(np.ones((3, 2)), np.ones(3), hidden=2, iters=2, lr=0.1, kernel="reference",
+                     whole_loop=True)

@@ -5,18 +5,22 @@ its functions and adding one ``_register`` line; the tests and benchmarks pick i
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 from .. import reference
 from . import blas, variants
 
 
 class Variant(NamedTuple):
+    """One kernel variant.  ``train_loop(params, x, y, lr, losses)``, where present, runs
+    ``len(losses)`` full-batch steps in one compiled call (the whole-loop mode of ``train``)."""
+
     name: str
     description: str
     predict: Callable
     loss_and_grads: Callable
     sgd_step: Callable
+    train_loop: Optional[Callable] = None
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -24,8 +28,8 @@ _REGISTRY: dict[str, Variant] = {}
 DEFAULT = "fused"
 
 
-def _register(name, description, predict, loss_and_grads, sgd_step):
-    _REGISTRY[name] = Variant(name, description, predict, loss_and_grads, sgd_step)
+def _register(name, description, predict, loss_and_grads, sgd_step, train_loop=None):
+    _REGISTRY[name] = Variant(name, description, predict, loss_and_grads, sgd_step, train_loop)
 
 
 _register("reference", "plain numpy, the specification (fastnn.reference)",
@@ -35,12 +39,14 @@ _register("naive", "Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 a
           variants.naive_predict, variants.naive_loss_and_grads, variants.naive_sgd_step)
 _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias via beta=1) and "
           "x.T@dz1 (update via alpha=-lr, beta=1), everything else in one fused row pass",
-          variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step)
+          variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step,
+          variants.fused_train_loop)
 
 if blas.threads.available:
     _register("blas", "hidden units in chunks over Numba's threads, single-threaded BLAS gemm inside "
               "each chunk (bias via beta=1, update via alpha=-lr), ReLU/loss/masks fused in loops",
-              variants.blas_predict, variants.blas_loss_and_grads, variants.blas_sgd_step)
+              variants.blas_predict, variants.blas_loss_and_grads, variants.blas_sgd_step,
+              variants.blas_train_loop)
 
 
 def available() -> list[str]:

@@ -177,3 +177,13 @@ def predict(backend, n_parts, x, w1, b1, w2, b2, a1, w2t, zparts, z2):
             for t in range(n_parts):
                 z += zparts[t, i, c]
             z2[i, c] = z
+
+
+@njit(**JIT_OPTIONS)
+def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2,
+               a1, dz1, w2t, dw2t, zparts, dz2):
+    """``len(losses)`` SGD steps in one compiled call (the whole-loop mode).  Arguments as ``step``
+    with ``update``; ``losses[t]`` is the loss before step ``t``."""
+    for t in range(losses.shape[0]):
+        losses[t] = step(backend, n_parts, x, y, w1, b1, w2, b2, lr, True, w1, db1, dw2, db2,
+                         a1, dz1, w2t, dw2t, zparts, dz2)

@@ -148,3 +148,12 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1,
             for c in range(k):
                 dw2[j, c] = dw2t[c, j]
     return loss / m
+
+
+@njit(**JIT_OPTIONS)
+def train_loop(backend, x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2, a1, dz1, w2t, dw2t, d):
+    """``len(losses)`` SGD steps in one compiled call (the whole-loop mode): no Python between
+    steps.  ``losses[t]`` is the loss before step ``t``.  Arguments as ``step`` with ``update``."""
+    for t in range(losses.shape[0]):
+        losses[t] = step(backend, x, y, w1, b1, w2, b2, lr, True, w1, db1, dw2, db2, a1, dz1,
+                         w2t, dw2t, d)

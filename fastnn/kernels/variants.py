@@ -104,13 +104,25 @@ def fused_loss_and_grads(params: Params, x, y):
     return loss, grads
 
 
+def _update_scratch(params: Params):
+    """Scratch for the gradients a step applies at once (``dw1`` is never stored)."""
+    h, k = params.w2.shape
+    dt = params.dtype
+    return scratch("db1", (h,), dt), scratch("dw2", (h, k), dt), scratch("db2", (k,), dt)
+
+
 def fused_sgd_step(params: Params, x, y, lr):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    grads_scratch = (params.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
-                     scratch("db2", (k,), dt))
-    return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, *grads_scratch,
-                      *_fused_scratch(m, h, k, dt))
+    return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, params.w1,
+                      *_update_scratch(params), *_fused_scratch(m, h, k, dt))
+
+
+def fused_train_loop(params: Params, x, y, lr, losses):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    fused.train_loop(blas.BACKEND, x, y, *params, dt.type(lr), losses, *_update_scratch(params),
+                     *_fused_scratch(m, h, k, dt))
 
 
 
@@ -166,7 +178,14 @@ def blas_sgd_step(params: Params, x, y, lr):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     parts = chunked.n_chunks(h)
-    grads_scratch = (params.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
-                     scratch("db2", (k,), dt))
     return _with_one_blas_thread(chunked.step, blas.BACKEND, parts, x, y, *params, dt.type(lr),
-                                 True, *grads_scratch, *_chunked_scratch(m, h, k, parts, dt))
+                                 True, params.w1, *_update_scratch(params),
+                                 *_chunked_scratch(m, h, k, parts, dt))
+
+
+def blas_train_loop(params: Params, x, y, lr, losses):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    parts = chunked.n_chunks(h)
+    _with_one_blas_thread(chunked.train_loop, blas.BACKEND, parts, x, y, *params, dt.type(lr),
+                          losses, *_update_scratch(params), *_chunked_scratch(m, h, k, parts, dt))
