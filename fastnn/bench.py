@@ -72,16 +72,27 @@ class NumpyStep:
         self.two_over_m = dt.type(2.0 / m)
         self.m = m
 
-    def step(self):
-        x, y, w1, b1, w2, b2, lr = self.x, self.y, self.w1, self.b1, self.w2, self.b2, self.lr
-        m = self.m
-        z1 = np.matmul(x, w1, out=self.z1)
-        z1 += b1
+    def train(self, iters):
+        """``iters`` steps from Python, the loop a numpy user writes."""
+        for _ in range(iters):
+            self.step()
+
+    def forward(self):
+        """``z2`` (the ``predict`` stage)."""
+        z1 = np.matmul(self.x, self.w1, out=self.z1)
+        z1 += self.b1
         a1 = np.maximum(z1, 0, out=z1)
-        z2 = np.matmul(a1, w2, out=self.z2)
-        z2 += b2
+        z2 = np.matmul(a1, self.w2, out=self.z2)
+        z2 += self.b2
+        return z2
+
+    def grads(self):
+        """Loss and all four gradients, no update (the ``loss_and_grads`` stage)."""
+        x, y, w2 = self.x, self.y, self.w2
+        z2 = self.forward()
+        a1 = self.z1
         d = np.subtract(z2, y, out=z2)
-        loss = float(np.vdot(d, d)) / m
+        loss = float(np.vdot(d, d)) / self.m
         d *= self.two_over_m
         dw2 = np.matmul(a1.T, d, out=self.dw2)
         db2 = d.sum(0)
@@ -90,6 +101,11 @@ class NumpyStep:
         da1 *= self.mask
         dw1 = np.matmul(x.T, da1, out=self.dw1)
         db1 = da1.sum(0)
+        return loss, dw1, db1, dw2, db2
+
+    def step(self):
+        w1, b1, w2, b2, lr = self.w1, self.b1, self.w2, self.b2, self.lr
+        loss, dw1, db1, dw2, db2 = self.grads()
         dw1 *= lr
         w1 -= dw1
         dw2 *= lr
@@ -163,24 +179,51 @@ def problem(shape, dtype, seed=0):
     return x, y, params
 
 
-def bench_step(shape, dtype, kernels, *, rounds=15, budget=0.02, lr=1e-5):
-    """One row per kernel: the whole SGD step, paired against ``NumpyStep``."""
+STAGES = ("forward", "backward", "step", "train")
+TRAIN_ITERS = 100
+
+
+def stage_flops(stage, m, n, h, k) -> int:
+    """Flops of one call (``train``: of one of its iterations)."""
+    if stage == "forward":
+        return 2 * m * n * h + 2 * m * h * k
+    return step_flops(m, n, h, k)
+
+
+def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02, lr=1e-5):
+    """One row per (kernel, stage), each paired against the same stage of ``NumpyStep``.
+
+    Stages: ``forward`` is ``predict``; ``backward`` is ``loss_and_grads`` (the forward pass, the
+    loss and every gradient, stored; the fused kernels have no backward without a forward);
+    ``step`` is ``sgd_step``; ``train`` is a ``TRAIN_ITERS``-iteration ``train`` run (the
+    whole-loop mode where the kernel has one) against the numpy loop, timed per iteration.
+    """
     import fastnn
 
     x, y, params = problem(shape, dtype)
     base = NumpyStep(x, y, params, lr)
-    base.step()
+    base_calls = dict(forward=base.forward, backward=base.grads, step=base.step,
+                      train=lambda: base.train(TRAIN_ITERS))
     rows = []
-    flops = step_flops(*shape)
-    for name in kernels:
-        p = params.copy()
-        f = (lambda p=p, name=name: fastnn.sgd_step(p, x, y, lr, kernel=name))
-        f()  # compile or load from cache outside the timing
-        ratio, ta, tb = paired_ratio(f, base.step, rounds=rounds, budget=budget)
-        med = float(np.median(ta))
-        rows.append(dict(kernel=name, stage="step", us=med * 1e6, us_min=min(ta) * 1e6,
-                         us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) * 1e6,
-                         gflops=flops / med / 1e9, x_vs_numpy=ratio))
+    for stage in stages:
+        for name in kernels:
+            p = params.copy()
+            calls = dict(
+                forward=lambda p=p, name=name: fastnn.predict(p, x, kernel=name),
+                backward=lambda p=p, name=name: fastnn.loss_and_grads(p, x, y, kernel=name),
+                step=lambda p=p, name=name: fastnn.sgd_step(p, x, y, lr, kernel=name),
+                train=lambda p=p, name=name: fastnn.train(x, y, iters=TRAIN_ITERS, lr=lr,
+                                                          params=p, kernel=name))
+            f = calls[stage]
+            f()  # compile or load from cache outside the timing
+            base_calls[stage]()
+            ratio, ta, tb = paired_ratio(f, base_calls[stage], rounds=rounds, budget=budget)
+            per = TRAIN_ITERS if stage == "train" else 1
+            ta = [t / per for t in ta]
+            med = float(np.median(ta))
+            rows.append(dict(kernel=name, stage=stage, us=med * 1e6, us_min=min(ta) * 1e6,
+                             us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) / per * 1e6,
+                             gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio))
     return rows
 
 
@@ -224,8 +267,8 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def run(shapes, dtypes, kernels, *, threads=None, rounds=15, budget=0.02, compile=False,
-        out=print):
+def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budget=0.02,
+        compile=False, out=print):
     """Benchmark every (shape, dtype) for every kernel; returns the JSON-ready report."""
     import fastnn
     from . import cli
@@ -243,7 +286,7 @@ def run(shapes, dtypes, kernels, *, threads=None, rounds=15, budget=0.02, compil
     for shape_name, shape in shapes:
         for dtype in dtypes:
             dt = np.dtype(dtype)
-            for row in bench_step(shape, dt, kernels, rounds=rounds, budget=budget):
+            for row in bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget):
                 row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
                            threads=report["threads"],
                            pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
@@ -270,14 +313,18 @@ def main(args) -> int:
 
         dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
         kernels = args.kernels.split(",") if args.kernels else [
-            k for k in fastnn.kernels.available() if k != "reference"]
+            k for k in fastnn.kernels.available() if k not in ("reference", "auto")]
         for k in kernels:
             fastnn.kernels.get(k)
+        stages = args.stages.split(",")
+        for st in stages:
+            if st not in STAGES:
+                raise ValueError(f"stages: expected some of {', '.join(STAGES)}, got {st!r}")
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn bench: {exc}") from None
     print("fastnn bench: paired against a careful numpy step; median of "
           f"{args.rounds} rounds (min-max over rounds)")
-    report = run(shapes, dtypes, kernels, threads=args.threads, rounds=args.rounds,
+    report = run(shapes, dtypes, kernels, stages, threads=args.threads, rounds=args.rounds,
                  budget=args.budget, compile=args.compile)
     print()
     print(format_table(report["rows"]))

@@ -1,4 +1,4 @@
-"""The ``fastnn`` command: ``fastnn train``, ``fastnn bench`` and ``fastnn info``."""
+"""The ``fastnn`` command: ``fastnn train``, ``bench``, ``tune`` and ``info``."""
 from __future__ import annotations
 
 import argparse
@@ -69,7 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    "(default %(default)s)")
     b.add_argument("--kernels", default=None,
                    help=f"comma-separated, from {', '.join(kernels.available())} "
-                        "(default: all but reference)")
+                        "(default: all but reference and auto)")
+    b.add_argument("--stages", default="step",
+                   help="comma-separated, from forward, backward (forward + loss + all "
+                        "gradients), step, train (a 100-iteration run, per iteration) "
+                        "(default %(default)s)")
     b.add_argument("--threads", type=_positive, default=None,
                    help="threads for Numba and BLAS together (default: all cores)")
     b.add_argument("--rounds", type=_positive, default=15,
@@ -79,6 +83,20 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", action="store_true",
                    help="also time the first step in new processes, cold and warm cache")
     b.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+
+    u = sub.add_parser("tune", help="measure which kernel `auto` should run, and remember it",
+                       description="For each shape and dtype, time the candidate kernels "
+                                   "(fastnn.autotune.CANDIDATES) and store the fastest in the "
+                                   "tune file that kernel='auto' reads.")
+    u.add_argument("--shapes", default="seed",
+                   help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
+                        "(default %(default)s)")
+    u.add_argument("--dtype", default="float64,float32",
+                   help="comma-separated (default %(default)s)")
+    u.add_argument("--threads", type=_positive, default=None,
+                   help="threads for Numba and BLAS together (default: all cores)")
+    u.add_argument("--show", action="store_true", help="print the remembered choices and exit")
+    u.add_argument("--clear", action="store_true", help="forget every remembered choice and exit")
 
     sub.add_parser("info", help="versions, CPU, threads, threading layer and BLAS")
     return parser
@@ -140,6 +158,38 @@ def _train(args) -> int:
     if args.plot is not None:
         _plot(result.losses, args.plot, f"fastnn: kernel={result.kernel}, {result.dtype}")
         print(f"plot        {args.plot}")
+    return 0
+
+
+def _tune(args) -> int:
+    import fastnn
+    from . import autotune, bench
+    from .params import as_float_dtype
+
+    if args.clear:
+        autotune.forget()
+        print(f"forgot every choice ({autotune.tune_file()})")
+        return 0
+    if args.show:
+        for key, choice in sorted(autotune._load().items()):
+            print(f"{key:<32} {choice.get('kernel')}")
+        print(f"file        {autotune.tune_file()}")
+        return 0
+    try:
+        shapes = [bench.parse_shape(s) for s in args.shapes.split(",")]
+        dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"fastnn tune: {exc}") from None
+    if args.threads is not None:
+        fastnn.set_num_threads(args.threads)
+    for name, shape in shapes:
+        for dt in dtypes:
+            result = autotune.tune(shape, dt)
+            times = ", ".join(f"{k} {v:.1f} us" for k, v in sorted(result["us"].items(),
+                                                                     key=lambda kv: kv[1]))
+            print(f"{name:<8} {dt.name:<8} threads {fastnn.get_num_threads()}: "
+                  f"{result['kernel']:<6} ({times})")
+    print(f"file        {autotune.tune_file()}")
     return 0
 
 
@@ -218,6 +268,8 @@ def main(argv=None) -> int:
         from . import bench
 
         return bench.main(args)
+    if args.command == "tune":
+        return _tune(args)
     print("\n".join(info_lines()))
     return 0
 

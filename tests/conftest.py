@@ -1,10 +1,20 @@
 """Shared helpers: problems of any shape/dtype/layout, and the tolerance every kernel test uses."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
 import fastnn
+
+# kernel="auto" remembers its choices on disk: keep the tests' choices out of the user's cache.
+os.environ["FASTNN_TUNE_DIR"] = tempfile.mkdtemp(prefix="fastnn-tests-tune-")
+
+# The concrete variants that the parametrised tests run (auto delegates to one of them and has
+# its own tests, since it measures before it first runs).
+VARIANTS = [name for name in fastnn.kernels.available() if name not in ("reference", "auto")]
 
 DTYPES = [np.float32, np.float64]
 

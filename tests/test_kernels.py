@@ -8,10 +8,9 @@ import pytest
 
 import fastnn
 from fastnn import reference
-from conftest import LAYOUTS, SHAPES, UNIT_ROUNDOFF, assert_close, make_problem, params_as, \
-    relayout, tolerance
+from conftest import LAYOUTS, SHAPES, UNIT_ROUNDOFF, VARIANTS, assert_close, make_problem, \
+    params_as, relayout, tolerance
 
-VARIANTS = [name for name in fastnn.kernels.available() if name != "reference"]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from conftest import make_problem
+from conftest import VARIANTS, make_problem
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def test_set_num_threads_limits_numba_and_blas(restore_threads):
     assert fastnn.get_num_threads() == numba.config.NUMBA_NUM_THREADS
 
 
-@pytest.mark.parametrize("kernel", [k for k in fastnn.kernels.available() if k != "reference"])
+@pytest.mark.parametrize("kernel", VARIANTS)
 def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
     """naive, blas: partitions fixed by the shape and a fixed summation order, so bitwise equal for
     any thread count.  fused: the row pass is serial; OpenBLAS's gemm on these sizes splits work

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from conftest import assert_close, tolerance
+from conftest import VARIANTS, assert_close, tolerance
 
 SEED_SHAPE = (64, 1000, 100, 10)
 
@@ -22,7 +22,7 @@ def reference_run(seed_data):
                         kernel="reference")
 
 
-@pytest.mark.parametrize("kernel", [k for k in fastnn.kernels.available() if k != "reference"])
+@pytest.mark.parametrize("kernel", VARIANTS)
 def test_training_curve_equals_reference(seed_data, reference_run, kernel, dtype):
     x, y = seed_data
     run = fastnn.train(x, y, hidden=100, iters=100, lr=1e-5, init="normal", seed=1,
@@ -77,7 +77,7 @@ def test_dtype_defaults_and_callback():
     assert run.seconds >= run.first_step_seconds > 0
 
 
-@pytest.mark.parametrize("kernel", [k for k in fastnn.kernels.available()
+@pytest.mark.parametrize("kernel", [k for k in VARIANTS
                                     if fastnn.kernels.get(k).train_loop is not None])
 def test_whole_loop_mode_is_bitwise_the_python_loop(kernel, dtype):
     rng = np.random.default_rng(7)

@@ -49,6 +49,21 @@ if blas.threads.available:
               variants.blas_train_loop)
 
 
+def _auto(op):
+    def run(*args):
+        from .. import autotune  # imported late: autotune itself uses this registry
+
+        return getattr(autotune, "auto_" + op)(*args)
+
+    run.__name__ = "auto_" + op
+    return run
+
+
+_register("auto", "the fastest of the other variants for this (shape, dtype, threads), measured "
+          "once and remembered on disk (fastnn.autotune)",
+          _auto("predict"), _auto("loss_and_grads"), _auto("sgd_step"), _auto("train_loop"))
+
+
 def available() -> list[str]:
     """The names accepted by ``kernel=``."""
     return list(_REGISTRY)

@@ -40,26 +40,36 @@ def _hidden_preactivation(backend, x, w1, b1, a1):
 
 
 @njit(**JIT_OPTIONS)
-def predict(backend, x, w1, b1, w2, b2, a1, z2):
+def predict(backend, x, w1, b1, w2, b2, a1, w2t, z2):
     """``z2 = relu(x @ w1 + b1) @ w2 + b2``.
 
-    ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``, params as usual, scratch ``a1 (m, h)``, output ``z2 (m, k)``.
-    The ReLU and the whole output layer happen in one pass over the rows of ``a1``.
+    ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``, params as usual, scratch ``a1 (m, h)``,
+    ``w2t (k, h)``, output ``z2 (m, k)``.  The ReLU and the whole output layer happen in one pass
+    over the rows of ``a1``; ``w2`` is used transposed so that each output is a dot product along
+    a contiguous row of length ``h``.
     """
     _hidden_preactivation(backend, x, w1, b1, a1)
     m, h = a1.shape
     k = w2.shape[1]
+    _transpose(w2, w2t)
     for i in range(m):
         a = a1[i]
         for j in range(h):
             if a[j] < 0.0:
                 a[j] = 0.0
         for c in range(k):
-            z2[i, c] = b2[c]
-        for j in range(h):
-            aij = a[j]
-            for c in range(k):
-                z2[i, c] += aij * w2[j, c]
+            z = b2[c]
+            for j in range(h):
+                z += a[j] * w2t[c, j]
+            z2[i, c] = z
+
+
+@njit(**JIT_OPTIONS)
+def _transpose(w2, w2t):
+    h, k = w2.shape
+    for j in range(h):
+        for c in range(k):
+            w2t[c, j] = w2[j, c]
 
 
 @njit(**JIT_OPTIONS)
@@ -129,9 +139,7 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1,
     h = w1.shape[1]
     k = w2.shape[1]
     _hidden_preactivation(backend, x, w1, b1, a1)
-    for j in range(h):
-        for c in range(k):
-            w2t[c, j] = w2[j, c]
+    _transpose(w2, w2t)
     loss = _row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d)
     if update:
         gemm(backend, True, False, -lr, x, dz1, 1.0, w1)

@@ -91,7 +91,8 @@ def _fused_scratch(m, h, k, dt):
 def fused_predict(params: Params, x):
     m, n, h, k = _sizes(params, x)
     z2 = np.empty((m, k), params.dtype)
-    fused.predict(blas.BACKEND, x, *params, scratch("a1", (m, h), params.dtype), z2)
+    fused.predict(blas.BACKEND, x, *params, scratch("a1", (m, h), params.dtype),
+                  scratch("w2t", (k, h), params.dtype), z2)
     return z2
 
 

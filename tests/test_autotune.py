@@ -1,0 +1,100 @@
+"""kernel="auto": it runs the variant it measured fastest, remembers the choice on disk, and never
+trusts a choice file that is corrupt or was written for another machine."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import autotune
+from conftest import make_problem
+
+
+@pytest.fixture
+def tune_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTNN_TUNE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "WARM_UP", 0.002)  # keep the measurement short in tests
+    autotune._memory.clear()
+    yield tmp_path
+    autotune._memory.clear()
+
+
+def test_auto_runs_the_chosen_variant_and_remembers_it(tune_dir):
+    x, y, params = make_problem(11, 13, 17, 3, np.float64)
+    loss, grads = fastnn.loss_and_grads(params, x, y, kernel="auto")
+    stored = json.loads((tune_dir / "tune.json").read_text())
+    (key, entry), = stored["choices"].items()
+    assert key == f"11x13x17x3/float64/t{fastnn.get_num_threads()}"
+    assert entry["kernel"] in autotune.candidates()
+    assert set(entry["us"]) == set(autotune.candidates())
+    assert min(entry["us"], key=entry["us"].get) == entry["kernel"]
+    want_loss, want_grads = fastnn.loss_and_grads(params, x, y, kernel=entry["kernel"])
+    assert loss == want_loss
+    for g, w in zip(grads, want_grads):
+        np.testing.assert_array_equal(g, w)
+    # and steps/predict/train go the same way
+    p1, p2 = params.copy(), params.copy()
+    assert fastnn.sgd_step(p1, x, y, 1e-2, kernel="auto") == \
+        fastnn.sgd_step(p2, x, y, 1e-2, kernel=entry["kernel"])
+    np.testing.assert_array_equal(fastnn.predict(params, x, kernel="auto"),
+                                  fastnn.predict(params, x, kernel=entry["kernel"]))
+    run = fastnn.train(x, y, iters=3, lr=1e-2, params=params, kernel="auto")
+    assert run.kernel == "auto" and np.isfinite(run.losses).all()
+
+
+def test_a_new_process_reads_the_remembered_choice(tune_dir):
+    x, y, params = make_problem(5, 4, 3, 2, np.float32)
+    fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
+    path = tune_dir / "tune.json"
+    data = json.loads(path.read_text())
+    key = next(iter(data["choices"]))
+    # plant a choice the measurement would not make: a new process must use it, not re-measure
+    data["choices"][key] = {"kernel": "naive", "us": {}}
+    path.write_text(json.dumps(data))
+    code = ("import numpy as np, fastnn\nfrom fastnn import autotune\n"
+            "autotune.measure = None  # would raise if called\n"
+            "x = np.ones((5, 4), np.float32); y = np.ones((5, 2), np.float32)\n"
+            "p = fastnn.init_params(4, 3, 2, dtype=np.float32)\n"
+            "fastnn.sgd_step(p, x, y, 0.1, kernel='auto')\n"
+            "print(autotune._memory)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "FASTNN_TUNE_DIR": str(tune_dir)})
+    assert res.returncode == 0, res.stderr
+    assert "'naive'" in res.stdout
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"fingerprint": "another machine", '
+                                     '"choices": {"5x4x3x2/float64/t2": {"kernel": "naive"}}}',
+                                     '[1, 2]', '{"fingerprint": null, "choices": 7}'])
+def test_corrupt_or_foreign_choice_files_are_ignored(tune_dir, content):
+    (tune_dir / "tune.json").write_text(content)
+    x, y, params = make_problem(5, 4, 3, 2, np.float64)
+    fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")  # measures, does not crash
+    data = json.loads((tune_dir / "tune.json").read_text())
+    assert data["fingerprint"] == autotune._fingerprint()
+
+
+def test_unwritable_tune_dir_still_works(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTNN_TUNE_DIR", str(blocker / "sub"))  # cannot be created
+    monkeypatch.setattr(autotune, "WARM_UP", 0.002)
+    autotune._memory.clear()
+    x, y, params = make_problem(5, 4, 3, 2, np.float64)
+    fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
+    autotune._memory.clear()
+
+
+def test_tune_command(tune_dir):
+    env = {**__import__("os").environ, "FASTNN_TUNE_DIR": str(tune_dir)}
+    res = subprocess.run([sys.executable, "-m", "fastnn", "tune", "--shapes", "6x5x4x3",
+                          "--dtype", "float32"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "6x5x4x3" in res.stdout and "float32" in res.stdout
+    show = subprocess.run([sys.executable, "-m", "fastnn", "tune", "--show"], capture_output=True,
+                          text=True, env=env)
+    assert "6x5x4x3/float32" in show.stdout
+    subprocess.run([sys.executable, "-m", "fastnn", "tune", "--clear"], env=env, check=True)
+    assert not (tune_dir / "tune.json").exists()
