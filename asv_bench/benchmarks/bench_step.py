@@ -1,0 +1,43 @@
+"""Time each kernel variant (and the numpy baseline) per stage, for each shape and dtype."""
+import time
+
+from .common import DTYPES, KERNELS, SHAPE_NAMES, Stages
+
+
+class Step:
+    """forward (predict), backward (loss_and_grads: forward + loss + all gradients), step
+    (sgd_step), GFLOP/s of the step, and the step's peak memory."""
+
+    params = [KERNELS, SHAPE_NAMES, DTYPES]
+    param_names = ["kernel", "shape", "dtype"]
+    timeout = 300
+
+    def setup(self, kernel, shape, dtype):
+        self.stages = Stages(kernel, shape, dtype)
+
+    def time_forward(self, kernel, shape, dtype):
+        self.stages.forward()
+
+    def time_backward(self, kernel, shape, dtype):
+        self.stages.backward()
+
+    def time_step(self, kernel, shape, dtype):
+        self.stages.step()
+
+    def track_gflops(self, kernel, shape, dtype):
+        """Median of 7 timed blocks of steps."""
+        f = self.stages.step
+        times = []
+        for _ in range(7):
+            reps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 0.05:
+                f()
+                reps += 1
+            times.append((time.perf_counter() - t0) / reps)
+        times.sort()
+        return self.stages.flops("step") / times[len(times) // 2] / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+    def peakmem_step(self, kernel, shape, dtype):
+        self.stages.step()
