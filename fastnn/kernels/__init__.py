@@ -42,6 +42,11 @@ _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias 
           variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step,
           variants.fused_train_loop)
 
+_register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
+          "packed FMAs) with bias+ReLU and the SGD update in the tile epilogue; the small "
+          "k-sized work in the naive kernels",
+          variants.tiled_predict, variants.tiled_loss_and_grads, variants.tiled_sgd_step,
+          variants.tiled_train_loop)
 if blas.threads.available:
     _register("blas", "hidden units in chunks over Numba's threads, single-threaded BLAS gemm inside "
               "each chunk (bias via beta=1, update via alpha=-lr), ReLU/loss/masks fused in loops",

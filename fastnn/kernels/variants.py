@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from ..params import Params
-from . import backward, blas, chunked, forward, fused
+from . import backward, blas, chunked, forward, fused, tiled
 
 _local = threading.local()
 
@@ -190,3 +190,42 @@ def blas_train_loop(params: Params, x, y, lr, losses):
     parts = chunked.n_chunks(h)
     _with_one_blas_thread(chunked.train_loop, blas.BACKEND, parts, x, y, *params, dt.type(lr),
                           losses, *_update_scratch(params), *_chunked_scratch(m, h, k, parts, dt))
+
+
+# --- tiled: Numba-native register-blocked matmuls, no BLAS ------------------------------------------
+
+def _tiled_scratch(m, h, k, dt):
+    return scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("dz2", (m, k), dt)
+
+
+def tiled_predict(params: Params, x):
+    m, n, h, k = _sizes(params, x)
+    w1, b1, w2, b2 = params
+    a1 = scratch("a1", (m, h), w1.dtype)
+    tiled.matmul(x, w1, a1, b1, 0.0, tiled.BIAS_RELU)
+    z2 = np.empty((m, k), w1.dtype)
+    forward.linear_forward(a1, w2, b2, z2)
+    return z2
+
+
+def tiled_loss_and_grads(params: Params, x, y):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    grads = Params(*(np.empty_like(p) for p in params))
+    loss = tiled.step(x, y, *params, dt.type(0), False, *grads, *_tiled_scratch(m, h, k, dt))
+    return loss, grads
+
+
+def tiled_sgd_step(params: Params, x, y, lr):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    w1, b1, w2, b2 = params
+    return tiled.step(x, y, *params, dt.type(lr), True, w1, scratch("db1", (h,), dt), w2, b2,
+                      *_tiled_scratch(m, h, k, dt))
+
+
+def tiled_train_loop(params: Params, x, y, lr, losses):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    tiled.train_loop(x, y, *params, dt.type(lr), losses, scratch("db1", (h,), dt),
+                     *_tiled_scratch(m, h, k, dt))
