@@ -130,20 +130,33 @@ def _per_call(f, budget):
         reps *= 2
 
 
-def paired_ratio(ours, base, rounds=21, budget=0.02):
+# Seconds of idle before each timed block.  OpenBLAS's worker threads busy-wait for up to 2**28
+# cycles (~0.1 s) after a call, and OpenMP's for a while after a parallel region; a kernel timed
+# right after the other side would share the cores with those spinning threads, a cost neither
+# pays in a training loop, where one kernel runs alone.  Idling first lets both pools go to sleep.
+SETTLE = 0.15
+
+
+def paired_ratio(ours, base, rounds=21, budget=0.02, settle=SETTLE):
     """Alternate the two callables in short rounds.
 
     Returns ``(median of per-round ratios base/ours, per-call seconds of ours per round, of base per
     round)``.  The order within a round alternates too, so neither side always runs second.
+    ``settle`` seconds of idle precede each side's block (see ``SETTLE``); 0 turns that off.
     """
+    def timed(f):
+        if settle:
+            time.sleep(settle)
+        return _per_call(f, budget)
+
     ta, tb, ratios = [], [], []
     for i in range(rounds):
         if i % 2:
-            b = _per_call(base, budget)
-            a = _per_call(ours, budget)
+            b = timed(base)
+            a = timed(ours)
         else:
-            a = _per_call(ours, budget)
-            b = _per_call(base, budget)
+            a = timed(ours)
+            b = timed(base)
         ta.append(a)
         tb.append(b)
         ratios.append(b / a)
@@ -190,7 +203,8 @@ def stage_flops(stage, m, n, h, k) -> int:
     return step_flops(m, n, h, k)
 
 
-def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02, lr=1e-5):
+def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02, lr=1e-5,
+                 settle=SETTLE):
     """One row per (kernel, stage), each paired against the same stage of ``NumpyStep``.
 
     Stages: ``forward`` is ``predict``; ``backward`` is ``loss_and_grads`` (the forward pass, the
@@ -217,7 +231,8 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
             f = calls[stage]
             f()  # compile or load from cache outside the timing
             base_calls[stage]()
-            ratio, ta, tb = paired_ratio(f, base_calls[stage], rounds=rounds, budget=budget)
+            ratio, ta, tb = paired_ratio(f, base_calls[stage], rounds=rounds, budget=budget,
+                                         settle=settle)
             per = TRAIN_ITERS if stage == "train" else 1
             ta = [t / per for t in ta]
             med = float(np.median(ta))
@@ -268,7 +283,7 @@ def format_table(rows) -> str:
 
 
 def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budget=0.02,
-        compile=False, out=print):
+        settle=SETTLE, compile=False, out=print):
     """Benchmark every (shape, dtype) for every kernel; returns the JSON-ready report."""
     import fastnn
     from . import cli
@@ -276,7 +291,7 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
     if threads is not None:
         fastnn.set_num_threads(threads)
     report = dict(machine=cli.info_lines(), threads=fastnn.get_num_threads(), peak_gflops={},
-                  rows=[], compile=[])
+                  settle_s=settle, rounds=rounds, budget_s=budget, rows=[], compile=[])
     for dtype in dtypes:
         dt = np.dtype(dtype)
         peak = blas_peak(dt)
@@ -286,7 +301,8 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
     for shape_name, shape in shapes:
         for dtype in dtypes:
             dt = np.dtype(dtype)
-            for row in bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget):
+            for row in bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget,
+                                    settle=settle):
                 row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
                            threads=report["threads"],
                            pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
@@ -323,9 +339,9 @@ def main(args) -> int:
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn bench: {exc}") from None
     print("fastnn bench: paired against a careful numpy step; median of "
-          f"{args.rounds} rounds (min-max over rounds)")
+          f"{args.rounds} rounds (min-max over rounds), {args.settle} s idle before each block")
     report = run(shapes, dtypes, kernels, stages, threads=args.threads, rounds=args.rounds,
-                 budget=args.budget, compile=args.compile)
+                 budget=args.budget, settle=args.settle, compile=args.compile)
     print()
     print(format_table(report["rows"]))
     if args.json:

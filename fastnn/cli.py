@@ -80,6 +80,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="paired rounds per kernel (default %(default)s)")
     b.add_argument("--budget", type=float, default=0.02,
                    help="seconds of calls per side per round (default %(default)s)")
+    b.add_argument("--settle", type=float, default=0.15,
+                   help="seconds of idle before each timed block, so that neither side runs "
+                        "beside the other's still-spinning BLAS/OpenMP threads; 0 = off "
+                        "(default %(default)s)")
     b.add_argument("--compile", action="store_true",
                    help="also time the first step in new processes, cold and warm cache")
     b.add_argument("--json", metavar="FILE", help="write the full report as JSON")

@@ -43,8 +43,8 @@ _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias 
           variants.fused_train_loop)
 
 _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
-          "packed FMAs) with bias+ReLU and the SGD update in the tile epilogue; the small "
-          "k-sized work in the naive kernels",
+          "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "
+          "fused variant's row pass in between",
           variants.tiled_predict, variants.tiled_loss_and_grads, variants.tiled_sgd_step,
           variants.tiled_train_loop)
 if blas.threads.available:

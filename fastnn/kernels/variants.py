@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from ..params import Params
-from . import backward, blas, chunked, forward, fused, tiled
+from . import backward, blas, chunked, forward, fused, simd, tiled
 
 _local = threading.local()
 
@@ -194,17 +194,18 @@ def blas_train_loop(params: Params, x, y, lr, losses):
 
 # --- tiled: Numba-native register-blocked matmuls, no BLAS ------------------------------------------
 
-def _tiled_scratch(m, h, k, dt):
-    return scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("dz2", (m, k), dt)
+def _bpack(m, n, h, dt):
+    """The packing buffer of ``tiled.matmul``, large enough for both matmuls of a step."""
+    rows = max(tiled.packed_rows(n, h, dt.itemsize), tiled.packed_rows(m, h, dt.itemsize))
+    return scratch("bpack", (rows, 2 * simd.lanes(dt)), dt)
 
 
 def tiled_predict(params: Params, x):
     m, n, h, k = _sizes(params, x)
-    w1, b1, w2, b2 = params
-    a1 = scratch("a1", (m, h), w1.dtype)
-    tiled.matmul(x, w1, a1, b1, 0.0, tiled.BIAS_RELU)
-    z2 = np.empty((m, k), w1.dtype)
-    forward.linear_forward(a1, w2, b2, z2)
+    dt = params.dtype
+    z2 = np.empty((m, k), dt)
+    tiled.predict(x, *params, scratch("a1", (m, h), dt), scratch("w2t", (k, h), dt), z2,
+                  _bpack(m, n, h, dt))
     return z2
 
 
@@ -212,20 +213,20 @@ def tiled_loss_and_grads(params: Params, x, y):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     grads = Params(*(np.empty_like(p) for p in params))
-    loss = tiled.step(x, y, *params, dt.type(0), False, *grads, *_tiled_scratch(m, h, k, dt))
+    loss = tiled.step(x, y, *params, dt.type(0.0), False, *grads, *_fused_scratch(m, h, k, dt),
+                      _bpack(m, n, h, dt))
     return loss, grads
 
 
 def tiled_sgd_step(params: Params, x, y, lr):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    w1, b1, w2, b2 = params
-    return tiled.step(x, y, *params, dt.type(lr), True, w1, scratch("db1", (h,), dt), w2, b2,
-                      *_tiled_scratch(m, h, k, dt))
+    return tiled.step(x, y, *params, dt.type(lr), True, params.w1, *_update_scratch(params),
+                      *_fused_scratch(m, h, k, dt), _bpack(m, n, h, dt))
 
 
 def tiled_train_loop(params: Params, x, y, lr, losses):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    tiled.train_loop(x, y, *params, dt.type(lr), losses, scratch("db1", (h,), dt),
-                     *_tiled_scratch(m, h, k, dt))
+    tiled.train_loop(x, y, *params, dt.type(lr), losses, *_update_scratch(params),
+                     *_fused_scratch(m, h, k, dt), _bpack(m, n, h, dt))
