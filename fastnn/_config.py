@@ -4,6 +4,8 @@ Every kernel is compiled with ``JIT_OPTIONS`` (serial kernels) or ``PARALLEL_OPT
 kernels).  Environment variables, read once at import:
 
 ``FASTNN_CACHE``     ``0`` turns Numba's on-disk cache off (default on).
+``NUMBA_CACHE_DIR``  where the cache goes (default ``~/.cache/fastnn/numba``), in a subfolder
+                     named after a hash of the kernels' sources (see ``kernel_cache_dir``).
 ``FASTNN_FASTMATH``  ``0`` compiles strict IEEE code (default on, see below).
 
 Fastmath: we allow reassociation and contraction (so reductions vectorise and multiply-adds become
@@ -13,6 +15,9 @@ reassociation is decided at compile time, not at run time.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import numbers
 import os
 
@@ -26,6 +31,43 @@ FASTMATH = (
 )
 JIT_OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
 PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+
+
+
+def _kernel_source_hash() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha1()
+    for path in sorted(glob.glob(os.path.join(here, "kernels", "*.py"))) + [__file__]:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+def kernel_cache_dir() -> str:
+    """The folder of fastnn's compiled kernels: ``<base>/fastnn-<hash of the kernel sources>``.
+
+    Numba's cache checks the timestamp of the file that defines a function, not of the files of
+    the functions it calls and inlines: after an edit to ``blas.py`` a cached ``fused.step`` would
+    still run the old ``gemm``.  Naming the folder after all kernel sources makes any edit start
+    from an empty cache.
+    """
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "fastnn", "numba")
+    return os.path.join(base, "fastnn-" + _kernel_source_hash())
+
+
+@contextlib.contextmanager
+def kernel_cache():
+    """Point Numba's cache at ``kernel_cache_dir()`` while the kernel modules are defined (the
+    cache locator is fixed when a function is decorated), then restore the user's setting."""
+    old = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = kernel_cache_dir()
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = old
+
 
 _blas_limiter = None
 _threads = None

@@ -242,6 +242,107 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
     return rows
 
 
+class TorchStep:
+    """The same SGD step in PyTorch eager mode (``torch.matmul`` with ``out=``, in-place updates),
+    for ``--vs torch``.  Same math as ``NumpyStep``; ``torch.set_num_threads`` follows fastnn's."""
+
+    def __init__(self, x, y, params, lr):
+        import torch
+
+        from ._config import get_num_threads
+
+        torch.set_num_threads(get_num_threads())
+        t = torch.from_numpy
+        self.torch = torch
+        self.x, self.y = t(np.ascontiguousarray(x)), t(np.ascontiguousarray(y))
+        self.w1, self.b1, self.w2, self.b2 = (t(np.array(p, copy=True)) for p in params)
+        m, h, k = x.shape[0], self.w1.shape[1], self.w2.shape[1]
+        dt = self.w1.dtype
+        self.z1 = torch.empty((m, h), dtype=dt)
+        self.z2 = torch.empty((m, k), dtype=dt)
+        self.da1 = torch.empty((m, h), dtype=dt)
+        self.dw1 = torch.empty(tuple(self.w1.shape), dtype=dt)
+        self.dw2 = torch.empty((h, k), dtype=dt)
+        self.lr, self.m = float(lr), m
+
+    def step(self):
+        torch = self.torch
+        with torch.no_grad():
+            z1 = torch.matmul(self.x, self.w1, out=self.z1).add_(self.b1).clamp_(min=0)
+            d = torch.matmul(z1, self.w2, out=self.z2).add_(self.b2).sub_(self.y)
+            loss = float(torch.dot(d.view(-1), d.view(-1))) / self.m
+            d.mul_(2.0 / self.m)
+            torch.matmul(z1.T, d, out=self.dw2)
+            db2 = d.sum(0)
+            da1 = torch.matmul(d, self.w2.T, out=self.da1).mul_(z1 > 0)
+            torch.matmul(self.x.T, da1, out=self.dw1)
+            db1 = da1.sum(0)
+            self.w1.sub_(self.dw1, alpha=self.lr)
+            self.w2.sub_(self.dw2, alpha=self.lr)
+            self.b1.sub_(db1, alpha=self.lr)
+            self.b2.sub_(db2, alpha=self.lr)
+        return loss
+
+
+class JaxStep:
+    """The same SGD step as one ``jax.jit``-compiled function, for ``--vs jax``."""
+
+    def __init__(self, x, y, params, lr):
+        import jax
+        import jax.numpy as jnp
+
+        if np.dtype(x.dtype) == np.float64:
+            jax.config.update("jax_enable_x64", True)
+
+        def step(params, x, y):
+            w1, b1, w2, b2 = params
+            m = x.shape[0]
+            z1 = x @ w1 + b1
+            a1 = jnp.maximum(z1, 0)
+            d = a1 @ w2 + b2 - y
+            loss = jnp.vdot(d, d) / m
+            d = d * (2.0 / m)
+            da1 = (d @ w2.T) * (z1 > 0)
+            grads = (x.T @ da1, da1.sum(0), a1.T @ d, d.sum(0))
+            return tuple(p - lr * g for p, g in zip(params, grads)), loss
+
+        self._step = jax.jit(step)
+        self.params = tuple(jnp.asarray(p) for p in params)
+        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
+
+    def step(self):
+        self.params, loss = self._step(self.params, self.x, self.y)
+        return float(loss)
+
+
+FRAMEWORKS = {"torch": TorchStep, "jax": JaxStep}
+
+
+def available_frameworks() -> list[str]:
+    import importlib.util
+
+    return [name for name in FRAMEWORKS if importlib.util.find_spec(name) is not None]
+
+
+def bench_frameworks(shape, dtype, frameworks, *, rounds=15, budget=0.02, lr=1e-5,
+                     settle=SETTLE):
+    """One ``step`` row per framework, paired against ``NumpyStep`` like the kernels."""
+    x, y, params = problem(shape, dtype)
+    base = NumpyStep(x, y, params, lr)
+    base.step()
+    rows = []
+    for name in frameworks:
+        other = FRAMEWORKS[name](x, y, params, lr)
+        other.step()  # jit compile / warm up
+        ratio, ta, tb = paired_ratio(other.step, base.step, rounds=rounds, budget=budget,
+                                     settle=settle)
+        med = float(np.median(ta))
+        rows.append(dict(kernel=name, stage="step", us=med * 1e6, us_min=min(ta) * 1e6,
+                         us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) * 1e6,
+                         gflops=step_flops(*shape) / med / 1e9, x_vs_numpy=ratio))
+    return rows
+
+
 def compile_times(kernel: str, dtype, shape=(8, 16, 8, 2)) -> dict:
     """First-step seconds in a new process: with an empty Numba cache (cold), then again with the
     cache that run left (warm).  Import time is reported separately."""
@@ -283,7 +384,7 @@ def format_table(rows) -> str:
 
 
 def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budget=0.02,
-        settle=SETTLE, compile=False, out=print):
+        settle=SETTLE, compile=False, vs=(), out=print):
     """Benchmark every (shape, dtype) for every kernel; returns the JSON-ready report."""
     import fastnn
     from . import cli
@@ -308,6 +409,14 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
                            pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
                 report["rows"].append(row)
                 out(format_table([row]).splitlines()[-1])
+            if vs and "step" in stages:
+                for row in bench_frameworks(shape, dt, vs, rounds=rounds, budget=budget,
+                                            settle=settle):
+                    row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
+                               threads=report["threads"],
+                               pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
+                    report["rows"].append(row)
+                    out(format_table([row]).splitlines()[-1])
     if compile:
         for name in kernels:
             if name == "reference":
@@ -336,16 +445,62 @@ def main(args) -> int:
         for st in stages:
             if st not in STAGES:
                 raise ValueError(f"stages: expected some of {', '.join(STAGES)}, got {st!r}")
+        vs = [v for v in args.vs.split(",") if v] if args.vs else []
+        for v in vs:
+            if v not in FRAMEWORKS:
+                raise ValueError(f"vs: expected some of {', '.join(FRAMEWORKS)}, got {v!r}")
+            if v not in available_frameworks():
+                raise ValueError(f"vs: {v} is not installed (pip install {v})")
+        if args.plot:
+            import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("fastnn bench: --plot needs matplotlib: pip install 'fastnn[plot]'") \
+            from None
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn bench: {exc}") from None
     print("fastnn bench: paired against a careful numpy step; median of "
           f"{args.rounds} rounds (min-max over rounds), {args.settle} s idle before each block")
     report = run(shapes, dtypes, kernels, stages, threads=args.threads, rounds=args.rounds,
-                 budget=args.budget, settle=args.settle, compile=args.compile)
+                 budget=args.budget, settle=args.settle, compile=args.compile, vs=vs)
     print()
     print(format_table(report["rows"]))
+    if args.plot:
+        plot(report, args.plot)
+        print(f"\nplot        {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"\njson        {args.json}")
     return 0
+
+
+def plot(report, path: str) -> None:
+    """A bar chart per (shape, dtype) of each row's speed-up over the numpy step, by stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    panels = sorted({(r["shape_name"], r["dtype"]) for r in rows},
+                    key=lambda sd: [r["shape_name"] for r in rows].index(sd[0]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (shape, dtype) in zip(axes[0], panels):
+        sel = [r for r in rows if r["shape_name"] == shape and r["dtype"] == dtype]
+        stages = list(dict.fromkeys(r["stage"] for r in sel))
+        names = list(dict.fromkeys(r["kernel"] for r in sel))
+        width = 0.8 / max(1, len(stages))
+        for s_i, stage in enumerate(stages):
+            vals = [next((r["x_vs_numpy"] for r in sel if r["kernel"] == n and r["stage"] == stage),
+                         0.0) for n in names]
+            ax.bar(np.arange(len(names)) + s_i * width, vals, width, label=stage)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(names)) + width * (len(stages) - 1) / 2)
+        ax.set_xticklabels(names, rotation=30)
+        ax.set_title(f"{shape} {dtype}")
+        ax.set_ylabel("x faster than the numpy step")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"fastnn bench, {report['threads']} threads (paired medians)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

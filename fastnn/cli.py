@@ -86,6 +86,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     b.add_argument("--compile", action="store_true",
                    help="also time the first step in new processes, cold and warm cache")
+    b.add_argument("--vs", default="", help="also time the same step in these frameworks, when "
+                   "installed: torch, jax (comma-separated)")
+    b.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (matplotlib)")
     b.add_argument("--json", metavar="FILE", help="write the full report as JSON")
 
     u = sub.add_parser("tune", help="measure which kernel `auto` should run, and remember it",
@@ -233,10 +236,10 @@ def info_lines() -> list[str]:
         f"cpu         {_cpu_name()} ({os.cpu_count()} logical cores)",
         f"threads     fastnn {fastnn.get_num_threads()}, numba max {_config.max_threads()}",
         f"numba layer {numba.threading_layer()}",
-        f"cache       {'on' if _config.CACHE else 'off'}, fastmath "
-        f"{'on (no nnan/ninf)' if _config.FASTMATH else 'off'}",
+        f"cache       {_config.kernel_cache_dir() if _config.CACHE else 'off'}",
+        f"fastmath    {'on (no nnan/ninf)' if _config.FASTMATH else 'off'}",
         f"kernels     {', '.join(kernels.available())} (default {kernels.DEFAULT})",
-        f"fused BLAS  {blas.BACKEND_NAME}: {blas.LIBRARY}",
+        f"fused BLAS  {blas.BACKEND_NAME}: {blas.LIBRARY} (FASTNN_BLAS=mkl|numpy|scipy)",
     ]
     for pool in threadpool_info():
         lines.append(f"{pool['user_api']:<11} {pool['internal_api']} {pool.get('version')} "

@@ -37,6 +37,24 @@ SHAPES = [
 
 LAYOUTS = ["C", "F", "strided"]
 
+# Variants whose results are bitwise reproducible: the same numbers for the same inputs whatever
+# the arrays' memory alignment, the run or the thread count.  The BLAS-backed variants (fused,
+# blas) inherit BLAS's summation order, which may depend on alignment and threads (MKL's does,
+# unless MKL_CBWR is set), so they promise agreement to a few rounding errors only.
+BITWISE = {"reference", "naive", "tiled"}
+
+
+def assert_same_numbers(got, want, kernel):
+    """Bitwise equal for the BITWISE variants, else equal to 64 units of roundoff of the largest
+    entry (a few last-bit differences, amplified at most modestly by one step)."""
+    got, want = np.asarray(got), np.asarray(want)
+    if kernel in BITWISE:
+        np.testing.assert_array_equal(got, want)
+        return
+    u = UNIT_ROUNDOFF[np.result_type(got.dtype, np.float32)]
+    scale = max(float(np.abs(want).max()), np.finfo(np.float64).tiny) if want.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=0, atol=64 * u * scale)
+
 
 def relayout(a: np.ndarray, layout: str) -> np.ndarray:
     """The same values as ``a`` in C order, Fortran order, or as a strided (non-contiguous) view."""

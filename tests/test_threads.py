@@ -24,20 +24,28 @@ def test_set_num_threads_limits_numba_and_blas(restore_threads):
     assert fastnn.get_num_threads() == numba.config.NUMBA_NUM_THREADS
 
 
+# Which variants promise bitwise-equal results for any thread count and any run.  naive, tiled:
+# partitions fixed by the shape, fixed summation order, no BLAS.  fused, blas: their sums are
+# BLAS's, and how BLAS orders them is its business (MKL changes them with the thread count and
+# with the arrays' alignment unless MKL_CBWR is set), so they promise agreement to rounding only.
+BITWISE = {"naive", "tiled"}
+
+
 @pytest.mark.parametrize("kernel", VARIANTS)
 def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
-    """naive, blas: partitions fixed by the shape and a fixed summation order, so bitwise equal for
-    any thread count.  fused: the row pass is serial; OpenBLAS's gemm on these sizes splits work
-    over output blocks, not over the reduction, so it too is bitwise stable here (a property of
-    this BLAS, not a promise for every BLAS)."""
     x, y, params = make_problem(67, 129, 33, 5, np.float64)
     runs = []
-    for n in (1, fastnn._config.max_threads()):
+    for n in (1, fastnn._config.max_threads(), 1):
         fastnn.set_num_threads(n)
         p = params.copy()
         losses = [fastnn.sgd_step(p, x, y, 1e-3, kernel=kernel) for _ in range(3)]
         runs.append((losses, p))
-    (l1, p1), (l2, p2) = runs
-    assert l1 == l2
-    for a, b in zip(p1, p2):
-        np.testing.assert_array_equal(a, b)
+    for (la, pa) in runs[1:]:
+        if kernel in BITWISE:
+            assert la == runs[0][0]
+            for a, b in zip(pa, runs[0][1]):
+                np.testing.assert_array_equal(a, b)
+        else:  # the same up to rounding
+            np.testing.assert_allclose(la, runs[0][0], rtol=1e-12)
+            for a, b in zip(pa, runs[0][1]):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
-from .. import reference
-from . import blas, variants
+from .. import _config, reference
+
+with _config.kernel_cache():  # every compiled kernel is defined while these modules load
+    from . import backward, blas, chunked, forward, fused, rowpass, simd, tiled, variants  # noqa
 
 
 class Variant(NamedTuple):
