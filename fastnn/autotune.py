@@ -28,7 +28,7 @@ from . import kernels
 from ._config import get_num_threads
 from .params import Params
 
-CANDIDATES = ("fused", "blas", "naive")
+CANDIDATES = ("fused", "tiled", "blas")
 _lock = threading.Lock()
 _memory: dict[str, str] = {}
 

@@ -33,7 +33,7 @@ BITWISE = {"naive", "tiled"}
 
 @pytest.mark.parametrize("kernel", VARIANTS)
 def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
-    x, y, params = make_problem(67, 129, 33, 5, np.float64)
+    x, y, params = make_problem(67, 257, 71, 5, np.float64)  # big enough to run threaded
     runs = []
     for n in (1, fastnn._config.max_threads(), 1):
         fastnn.set_num_threads(n)
@@ -49,3 +49,18 @@ def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
             np.testing.assert_allclose(la, runs[0][0], rtol=1e-12)
             for a, b in zip(pa, runs[0][1]):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_small_problems_run_on_one_thread(restore_threads):
+    import numba
+
+    from fastnn.kernels import variants
+
+    fastnn.set_num_threads(2)
+    seen = []
+    with variants.threads_for(4, 5, 6, 2):
+        seen.append(numba.get_num_threads())
+    with variants.threads_for(64, 1000, 100, 10):
+        seen.append(numba.get_num_threads())
+    assert seen == [1, min(2, fastnn._config.max_threads())]
+    assert numba.get_num_threads() == min(2, fastnn._config.max_threads())

@@ -11,8 +11,10 @@ share a buffer.  Arrays handed back to the caller (``z2``, the gradients) are al
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
+import numba
 import numpy as np
 
 from ..params import Params
@@ -31,6 +33,37 @@ def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
     return buf
 
 
+# Below this many flops per step, the parallel variants run on one thread: a parallel launch costs
+# ~10-20 us here (TBB or OpenMP layer), more than the work (measured: tiled at 16x64x32x4 took
+# 54 us on 1 thread and 73 us on 2; at 64x256x64x10, 4.4 MFLOP, both took ~150 us).
+SERIAL_FLOPS = 2_000_000
+
+
+@contextlib.contextmanager
+def threads_for(m, n, h, k):
+    """Numba threads for a problem of this size: 1 when it is too small to pay for a launch."""
+    if 4 * m * n * h + 6 * m * h * k >= SERIAL_FLOPS or numba.get_num_threads() == 1:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _serial_if_small(fn):
+    """Wrap a parallel variant's entry point with ``threads_for``."""
+    def run(params, x, *rest):
+        with threads_for(*_sizes(params, x)):
+            return fn(params, x, *rest)
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
 def _sizes(params: Params, x):
     n, h = params.w1.shape
     return x.shape[0], n, h, params.w2.shape[1]
@@ -38,6 +71,7 @@ def _sizes(params: Params, x):
 
 # --- naive: Numba loops, no BLAS -------------------------------------------------------------------
 
+@_serial_if_small
 def naive_predict(params: Params, x):
     m, n, h, k = _sizes(params, x)
     w1, b1, w2, b2 = params
@@ -68,12 +102,14 @@ def _naive_backward(params: Params, x, y, lr, update, grads):
     return loss
 
 
+@_serial_if_small
 def naive_loss_and_grads(params: Params, x, y):
     grads = Params(*(np.empty_like(p) for p in params))
     loss = _naive_backward(params, x, y, 0.0, False, grads)
     return loss, grads
 
 
+@_serial_if_small
 def naive_sgd_step(params: Params, x, y, lr):
     h = params.w1.shape[1]
     db1 = scratch("db1", (h,), params.dtype)
@@ -154,6 +190,7 @@ def _chunked_scratch(m, h, k, parts, dt):
             scratch("dz2", (m, k), dt))
 
 
+@_serial_if_small
 def blas_predict(params: Params, x):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -165,6 +202,7 @@ def blas_predict(params: Params, x):
     return z2
 
 
+@_serial_if_small
 def blas_loss_and_grads(params: Params, x, y):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -175,6 +213,7 @@ def blas_loss_and_grads(params: Params, x, y):
     return loss, grads
 
 
+@_serial_if_small
 def blas_sgd_step(params: Params, x, y, lr):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -184,6 +223,7 @@ def blas_sgd_step(params: Params, x, y, lr):
                                  *_chunked_scratch(m, h, k, parts, dt))
 
 
+@_serial_if_small
 def blas_train_loop(params: Params, x, y, lr, losses):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -200,6 +240,7 @@ def _bpack(m, n, h, dt):
     return scratch("bpack", (rows, 2 * simd.lanes(dt)), dt)
 
 
+@_serial_if_small
 def tiled_predict(params: Params, x):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -209,6 +250,7 @@ def tiled_predict(params: Params, x):
     return z2
 
 
+@_serial_if_small
 def tiled_loss_and_grads(params: Params, x, y):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -218,6 +260,7 @@ def tiled_loss_and_grads(params: Params, x, y):
     return loss, grads
 
 
+@_serial_if_small
 def tiled_sgd_step(params: Params, x, y, lr):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
@@ -225,6 +268,7 @@ def tiled_sgd_step(params: Params, x, y, lr):
                       *_fused_scratch(m, h, k, dt), _bpack(m, n, h, dt))
 
 
+@_serial_if_small
 def tiled_train_loop(params: Params, x, y, lr, losses):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
