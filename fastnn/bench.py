@@ -402,21 +402,17 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
     for shape_name, shape in shapes:
         for dtype in dtypes:
             dt = np.dtype(dtype)
-            for row in bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget,
-                                    settle=settle):
+            rows = bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget,
+                                settle=settle)
+            if vs and "step" in stages:
+                rows += bench_frameworks(shape, dt, vs, rounds=rounds, budget=budget,
+                                         settle=settle)
+            for row in rows:
                 row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
                            threads=report["threads"],
                            pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
                 report["rows"].append(row)
                 out(format_table([row]).splitlines()[-1])
-            if vs and "step" in stages:
-                for row in bench_frameworks(shape, dt, vs, rounds=rounds, budget=budget,
-                                            settle=settle):
-                    row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
-                               threads=report["threads"],
-                               pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
-                    report["rows"].append(row)
-                    out(format_table([row]).splitlines()[-1])
     if compile:
         for name in kernels:
             if name == "reference":

@@ -20,6 +20,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _problem_options(parser, dtype: str) -> None:
+    """--shapes, --dtype and --threads, shared by bench and tune."""
+    parser.add_argument("--shapes", default="seed",
+                        help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
+                             "(default %(default)s)")
+    parser.add_argument("--dtype", default=dtype,
+                        help="float64, float32 or both, comma-separated (default %(default)s)")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help="threads for Numba and BLAS together (default: all cores)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,13 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time kernel variants against a careful numpy step",
                        description="Paired timing of each kernel's SGD step against a careful "
-                                   "numpy step, with GFLOP/s and %% of the BLAS peak measured on "
+                                   "numpy step, with GFLOP/s and % of the BLAS peak measured on "
                                    "the spot.")
-    b.add_argument("--shapes", default="seed",
-                   help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
-                        "(default %(default)s)")
-    b.add_argument("--dtype", default="float64", help="float64, float32 or both, comma-separated "
-                   "(default %(default)s)")
+    _problem_options(b, dtype="float64")
     b.add_argument("--kernels", default=None,
                    help=f"comma-separated, from {', '.join(kernels.available())} "
                         "(default: all but reference and auto)")
@@ -74,8 +81,6 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="comma-separated, from forward, backward (forward + loss + all "
                         "gradients), step, train (a 100-iteration run, per iteration) "
                         "(default %(default)s)")
-    b.add_argument("--threads", type=_positive, default=None,
-                   help="threads for Numba and BLAS together (default: all cores)")
     b.add_argument("--rounds", type=_positive, default=15,
                    help="paired rounds per kernel (default %(default)s)")
     b.add_argument("--budget", type=float, default=0.02,
@@ -95,13 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="For each shape and dtype, time the candidate kernels "
                                    "(fastnn.autotune.CANDIDATES) and store the fastest in the "
                                    "tune file that kernel='auto' reads.")
-    u.add_argument("--shapes", default="seed",
-                   help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
-                        "(default %(default)s)")
-    u.add_argument("--dtype", default="float64,float32",
-                   help="comma-separated (default %(default)s)")
-    u.add_argument("--threads", type=_positive, default=None,
-                   help="threads for Numba and BLAS together (default: all cores)")
+    _problem_options(u, dtype="float64,float32")
     u.add_argument("--show", action="store_true", help="print the remembered choices and exit")
     u.add_argument("--clear", action="store_true", help="forget every remembered choice and exit")
 

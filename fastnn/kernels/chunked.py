@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
 from .blas import gemm
+from .rowpass import apply_small_updates, transpose
 
 # Hidden units per chunk, at least.  Narrower chunks starve the gemm micro-kernel (its tile is
 # 8-16 columns wide and wants several of them); at most MAX_CHUNKS chunks.
@@ -134,10 +135,7 @@ def step(backend, n_parts, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2,
     and ``dw1`` is not used (pass ``w1``); otherwise the gradients go to ``dw1 .. db2``.
     """
     h = w1.shape[1]
-    k = w2.shape[1]
-    for j in range(h):
-        for c in range(k):
-            w2t[c, j] = w2[j, c]
+    transpose(w2, w2t)
     for t in prange(n_parts):
         h0, h1 = _chunk_bounds(t, n_parts, h)
         forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)
@@ -147,16 +145,9 @@ def step(backend, n_parts, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2,
         h0, h1 = _chunk_bounds(t, n_parts, h)
         backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, target, lr, update, h0, h1)
     if update:
-        for j in range(h):
-            b1[j] -= lr * db1[j]
-            for c in range(k):
-                w2[j, c] -= lr * dw2t[c, j]
-        for c in range(k):
-            b2[c] -= lr * db2[c]
+        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
     else:
-        for j in range(h):
-            for c in range(k):
-                dw2[j, c] = dw2t[c, j]
+        transpose(dw2t, dw2)
     return loss
 
 
@@ -165,9 +156,7 @@ def predict(backend, n_parts, x, w1, b1, w2, b2, a1, w2t, zparts, z2):
     """``z2 = relu(x @ w1 + b1) @ w2 + b2``, chunked like ``step``."""
     h = w1.shape[1]
     m, k = z2.shape
-    for j in range(h):
-        for c in range(k):
-            w2t[c, j] = w2[j, c]
+    transpose(w2, w2t)
     for t in prange(n_parts):
         h0, h1 = _chunk_bounds(t, n_parts, h)
         forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)

@@ -46,7 +46,7 @@ STORE = 1  # C = A @ B
 ACCUMULATE = 2  # C = C + alpha * (A @ B)
 
 
-@njit(**JIT_OPTIONS, inline="always")
+@njit(**JIT_OPTIONS)
 def _start(C, i, j, count, bias, mode, first):
     """Initial accumulator for ``C[i, j : j + count]``: the bias or zero for the first k-block,
     else the partial sum waiting in C.  ``count < lanes`` only at C's right edge (masked)."""
@@ -58,7 +58,7 @@ def _start(C, i, j, count, bias, mode, first):
     return vload_part(bias, j, count) if first else vload2_part(C, i, j, count)
 
 
-@njit(**JIT_OPTIONS, inline="always")
+@njit(**JIT_OPTIONS)
 def _finish(C, i, j, count, acc, alpha, mode, last):
     """Write the accumulator back: ``C += alpha * acc``, ReLU (last k-block), or plain store."""
     if count <= 0:
