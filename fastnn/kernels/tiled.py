@@ -14,10 +14,12 @@ start at the bias (forward) or at zero, and leave through the epilogue: ReLU and
 store, or ``C += alpha * acc`` (the update: ``dw1`` is never stored).
 
 Packing: each k-block of B is copied panel by panel into a contiguous buffer (rows of 2 vectors,
-zero-padded past the last column), so the k loop reads B sequentially.  Edges: the last panel's
+zero-padded past the last column), and of A group by group (the 4 values broadcast at each k step
+side by side), so the k loop reads both sequentially, and the micro-kernel is compiled once per
+dtype whatever A's layout (``x`` forward, ``x.T`` in the update).  Edges: the last panel's
 padding makes its loads whole; its stores into C are masked (lanes past the edge are neither read
-nor written).  Rows past the last full group of 4 are computed by a tile whose extra rows re-read
-the last row and are not stored.  So every column runs in packed FMAs, whatever the shape.
+nor written).  Rows past the last full group of 4 are packed as copies of the last row, computed
+and not stored.  So every column runs in packed FMAs, whatever the shape.
 
 Blocking: tiles are independent and run in a ``prange`` over (column panel, row group).  When B
 fits in L2 (``dz1`` in the update at moderate batch sizes), row groups are the outer order, so A
@@ -76,47 +78,48 @@ def _finish(C, i, j, count, acc, alpha, mode, last):
 
 
 @njit(**JIT_OPTIONS)
-def _tile(A, Bp, row0, C, bias, alpha, mode, i0, j0, n_cols, k0, k1, first, last):
-    """The micro-kernel: rows ``i0 .. i0+3`` of C (clamped to its last row) by two vectors of
-    columns from ``j0`` (``n_cols`` of them real), over ``k0 <= p < k1``.
+def _tile(Ap, a_row0, Bp, b_row0, kb, C, bias, alpha, mode, i0, j0, n_cols, first, last):
+    """The micro-kernel: rows ``i0 .. i0+3`` of C by two vectors of columns from ``j0`` (``n_cols``
+    of them real), over one k-block of length ``kb``.
 
-    B comes packed: ``Bp[row0 + p - k0]`` is ``B[p, j0 : j0 + 2*lanes]``, zero-padded.  The 8
-    vector accumulators stay in registers for the whole k loop."""
-    M = A.shape[0]
+    Both operands come packed: ``Ap[a_row0 + q]`` holds the 4 values of A's rows ``i0 .. i0+3`` at
+    step ``q`` of the block, ``Bp[b_row0 + q]`` the 2 vectors of B's row.  The 8 vector
+    accumulators stay in registers for the whole k loop; rows past C's last are computed (from
+    the last row, repeated by the packing) but not stored."""
+    M = C.shape[0]
     lanes = VECTOR_BYTES // C.itemsize
-    r0 = i0
     r1 = min(i0 + 1, M - 1)
     r2 = min(i0 + 2, M - 1)
     r3 = min(i0 + 3, M - 1)
     j1 = j0 + lanes
     n0 = min(lanes, n_cols)
     n1 = n_cols - lanes
-    c00 = _start(C, r0, j0, n0, bias, mode, first)
-    c01 = _start(C, r0, j1, n1, bias, mode, first)
+    c00 = _start(C, i0, j0, n0, bias, mode, first)
+    c01 = _start(C, i0, j1, n1, bias, mode, first)
     c10 = _start(C, r1, j0, n0, bias, mode, first)
     c11 = _start(C, r1, j1, n1, bias, mode, first)
     c20 = _start(C, r2, j0, n0, bias, mode, first)
     c21 = _start(C, r2, j1, n1, bias, mode, first)
     c30 = _start(C, r3, j0, n0, bias, mode, first)
     c31 = _start(C, r3, j1, n1, bias, mode, first)
-    for p in range(k0, k1):
-        q = row0 + p - k0
-        b0 = vload2(Bp, q, 0)
-        b1 = vload2(Bp, q, lanes)
-        a = vsplat(A[r0, p])
-        c00 = vfma(a, b0, c00)
-        c01 = vfma(a, b1, c01)
-        a = vsplat(A[r1, p])
-        c10 = vfma(a, b0, c10)
-        c11 = vfma(a, b1, c11)
-        a = vsplat(A[r2, p])
-        c20 = vfma(a, b0, c20)
-        c21 = vfma(a, b1, c21)
-        a = vsplat(A[r3, p])
-        c30 = vfma(a, b0, c30)
-        c31 = vfma(a, b1, c31)
-    _finish(C, r0, j0, n0, c00, alpha, mode, last)
-    _finish(C, r0, j1, n1, c01, alpha, mode, last)
+    for q in range(kb):
+        b0 = vload2(Bp, b_row0 + q, 0)
+        b1 = vload2(Bp, b_row0 + q, lanes)
+        a = Ap[a_row0 + q]
+        a0 = vsplat(a[0])
+        c00 = vfma(a0, b0, c00)
+        c01 = vfma(a0, b1, c01)
+        a0 = vsplat(a[1])
+        c10 = vfma(a0, b0, c10)
+        c11 = vfma(a0, b1, c11)
+        a0 = vsplat(a[2])
+        c20 = vfma(a0, b0, c20)
+        c21 = vfma(a0, b1, c21)
+        a0 = vsplat(a[3])
+        c30 = vfma(a0, b0, c30)
+        c31 = vfma(a0, b1, c31)
+    _finish(C, i0, j0, n0, c00, alpha, mode, last)
+    _finish(C, i0, j1, n1, c01, alpha, mode, last)
     if i0 + 1 < M:
         _finish(C, r1, j0, n0, c10, alpha, mode, last)
         _finish(C, r1, j1, n1, c11, alpha, mode, last)
@@ -128,22 +131,27 @@ def _tile(A, Bp, row0, C, bias, alpha, mode, i0, j0, n_cols, k0, k1, first, last
         _finish(C, r3, j1, n1, c31, alpha, mode, last)
 
 
-def packed_rows(K: int, N: int, itemsize: int) -> int:
-    """Rows of the packing buffer ``matmul`` needs for a ``K x N`` B (its width is 2 vectors)."""
+def _k_block(K: int, N: int, itemsize: int) -> int:
+    return K if K * N * itemsize <= L2_BYTES else min(K, KC)
+
+
+def packed_sizes(M: int, K: int, N: int, itemsize: int) -> tuple[int, int]:
+    """Rows of the two packing buffers ``matmul`` needs for ``A (M, K) @ B (K, N)``:
+    ``Ap (rows_a, MR)`` and ``Bp (rows_b, 2 * lanes)``."""
     wide = 2 * VECTOR_BYTES // itemsize
-    panels = (N + wide - 1) // wide
-    kc = K if K * N * itemsize <= L2_BYTES else min(K, KC)
-    return panels * kc
+    kc = _k_block(K, N, itemsize)
+    return (M + MR - 1) // MR * kc, (N + wide - 1) // wide * kc
 
 
 @njit(**PARALLEL_OPTIONS)
-def matmul(A, B, C, bias, alpha, mode, Bp):
+def matmul(A, B, C, bias, alpha, mode, Ap, Bp):
     """``C = epilogue(A @ B)``; see the module docstring.  ``alpha``: a float (``ACCUMULATE``).
 
-    Shapes: ``A (M, K)``, ``B (K, N)``, ``C (M, N)``, ``bias (N,)`` (read only with ``BIAS_RELU``),
-    scratch ``Bp (>= packed_rows(K, N), 2 * lanes)``.  Work is split into independent tiles
-    (column panel x group of 4 rows), each written by one ``prange`` iteration: race-free, and the
-    same sums in the same order for any thread count.
+    Shapes: ``A (M, K)`` (any layout: ``x`` or ``x.T``), ``B (K, N)`` and ``C (M, N)`` with
+    contiguous rows, ``bias (N,)`` (read only with ``BIAS_RELU``), scratch ``Ap``, ``Bp`` of at
+    least ``packed_sizes(M, K, N)`` rows.  Work is split into independent tiles (column panel x
+    group of 4 rows), each written by one ``prange`` iteration: race-free, and the same sums in
+    the same order for any thread count.
     """
     M, K = A.shape
     N = B.shape[1]
@@ -159,9 +167,11 @@ def matmul(A, B, C, bias, alpha, mode, Bp):
     for k0 in range(0, K, kc):
         k1 = min(K, k0 + kc)
         kb = k1 - k0
-        # Pack this k-block of B panel by panel: each panel's rows become contiguous 2-vector
-        # rows (zero past column N).  Unpacked, the rows of a panel sit a whole row of B apart, a
-        # power-of-two stride for h = 512 or 1024 that maps them all to a few cache sets.
+        # Pack this k-block.  B panel by panel: each panel's rows become contiguous 2-vector rows
+        # (zero past column N); unpacked, they sit a whole row of B apart, a power-of-two stride
+        # for h = 512 or 1024 that maps them all to a few cache sets.  A group by group: the 4
+        # values the micro-kernel broadcasts at each k step become adjacent (the last row
+        # repeated past M), whatever A's layout, so the micro-kernel is compiled once per dtype.
         for panel in prange(panels):
             j0 = panel * wide
             for q in range(kb):
@@ -169,53 +179,61 @@ def matmul(A, B, C, bias, alpha, mode, Bp):
                 dst = Bp[panel * kb + q]
                 for c in range(wide):
                     dst[c] = row[j0 + c] if j0 + c < N else 0.0
+        for g in prange(groups):
+            for q in range(kb):  # q outer: for A = x.T the 4 values are adjacent in memory
+                dst = Ap[g * kb + q]
+                for r in range(MR):
+                    dst[r] = A[min(g * MR + r, M - 1), k0 + q]
         first = k0 == 0
         last = k1 == K
         for t in prange(panels * groups):
             if b_in_cache:
                 panel = t % panels
-                i0 = (t // panels) * MR
+                g = t // panels
             else:
                 panel = t // groups
-                i0 = (t % groups) * MR
+                g = t % groups
             j0 = panel * wide
-            _tile(A, Bp, panel * kb, C, bias, alpha, mode, i0, j0, min(wide, N - j0), k0, k1,
-                  first, last)
+            _tile(Ap, g * kb, Bp, panel * kb, kb, C, bias, alpha, mode, g * MR, j0,
+                  min(wide, N - j0), first, last)
 
 
 @njit(**JIT_OPTIONS)
-def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d, bpack):
+def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d, apack,
+         bpack):
     """The `tiled` variant's loss, gradients and (with ``update``) SGD step; returns ``L``.
 
-    Arguments as ``fused.step`` (without ``backend``), plus ``bpack``, the packing buffer of
-    ``matmul`` (rows: ``max(packed_rows(n, h), packed_rows(m, h))``): ``matmul`` in place of BLAS, with the bias
+    Arguments as ``fused.step`` (without ``backend``), plus ``apack``, ``bpack``, the packing
+    buffers of ``matmul``, large enough for both matmuls (``packed_sizes``): ``matmul`` in place
+    of BLAS, with the bias
     (and the ReLU, idempotent for the row pass) fused into the first and the SGD update into the
     second; the same serial ``rowpass.row_pass`` in between.  No BLAS anywhere.
     """
     m = x.shape[0]
-    matmul(x, w1, a1, b1, 0.0, BIAS_RELU, bpack)
+    matmul(x, w1, a1, b1, 0.0, BIAS_RELU, apack, bpack)
     transpose(w2, w2t)
     loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d)
     if update:
-        matmul(x.T, dz1, w1, b1, -lr, ACCUMULATE, bpack)
+        matmul(x.T, dz1, w1, b1, -lr, ACCUMULATE, apack, bpack)
         apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
     else:
-        matmul(x.T, dz1, dw1, b1, 1.0, STORE, bpack)
+        matmul(x.T, dz1, dw1, b1, 1.0, STORE, apack, bpack)
         transpose(dw2t, dw2)
     return loss / m
 
 
 @njit(**JIT_OPTIONS)
-def train_loop(x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2, a1, dz1, w2t, dw2t, d, bpack):
+def train_loop(x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2, a1, dz1, w2t, dw2t, d, apack,
+               bpack):
     """``len(losses)`` SGD steps in one compiled call (the whole-loop mode)."""
     for t in range(losses.shape[0]):
         losses[t] = step(x, y, w1, b1, w2, b2, lr, True, w1, db1, dw2, db2, a1, dz1, w2t, dw2t, d,
-                         bpack)
+                         apack, bpack)
 
 
 @njit(**JIT_OPTIONS)
-def predict(x, w1, b1, w2, b2, a1, w2t, z2, bpack):
+def predict(x, w1, b1, w2, b2, a1, w2t, z2, apack, bpack):
     """``z2 = relu(x @ w1 + b1) @ w2 + b2``."""
-    matmul(x, w1, a1, b1, 0.0, BIAS_RELU, bpack)
+    matmul(x, w1, a1, b1, 0.0, BIAS_RELU, apack, bpack)
     transpose(w2, w2t)
     output_layer(a1, w2t, b2, z2)

@@ -234,10 +234,13 @@ def blas_train_loop(params: Params, x, y, lr, losses):
 
 # --- tiled: Numba-native register-blocked matmuls, no BLAS ------------------------------------------
 
-def _bpack(m, n, h, dt):
-    """The packing buffer of ``tiled.matmul``, large enough for both matmuls of a step."""
-    rows = max(tiled.packed_rows(n, h, dt.itemsize), tiled.packed_rows(m, h, dt.itemsize))
-    return scratch("bpack", (rows, 2 * simd.lanes(dt)), dt)
+def _packs(m, n, h, dt):
+    """The packing buffers of ``tiled.matmul``, large enough for both matmuls of a step
+    (``x @ w1``: M=m, K=n; ``x.T @ dz1``: M=n, K=m; N=h for both)."""
+    fwd = tiled.packed_sizes(m, n, h, dt.itemsize)
+    upd = tiled.packed_sizes(n, m, h, dt.itemsize)
+    return (scratch("apack", (max(fwd[0], upd[0]), tiled.MR), dt),
+            scratch("bpack", (max(fwd[1], upd[1]), 2 * simd.lanes(dt)), dt))
 
 
 @_serial_if_small
@@ -246,7 +249,7 @@ def tiled_predict(params: Params, x):
     dt = params.dtype
     z2 = np.empty((m, k), dt)
     tiled.predict(x, *params, scratch("a1", (m, h), dt), scratch("w2t", (k, h), dt), z2,
-                  _bpack(m, n, h, dt))
+                  *_packs(m, n, h, dt))
     return z2
 
 
@@ -256,7 +259,7 @@ def tiled_loss_and_grads(params: Params, x, y):
     dt = params.dtype
     grads = Params(*(np.empty_like(p) for p in params))
     loss = tiled.step(x, y, *params, dt.type(0.0), False, *grads, *_fused_scratch(m, h, k, dt),
-                      _bpack(m, n, h, dt))
+                      *_packs(m, n, h, dt))
     return loss, grads
 
 
@@ -265,7 +268,7 @@ def tiled_sgd_step(params: Params, x, y, lr):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     return tiled.step(x, y, *params, dt.type(lr), True, params.w1, *_update_scratch(params),
-                      *_fused_scratch(m, h, k, dt), _bpack(m, n, h, dt))
+                      *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
 
 
 @_serial_if_small
@@ -273,4 +276,4 @@ def tiled_train_loop(params: Params, x, y, lr, losses):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     tiled.train_loop(x, y, *params, dt.type(lr), losses, *_update_scratch(params),
-                     *_fused_scratch(m, h, k, dt), _bpack(m, n, h, dt))
+                     *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
