@@ -64,3 +64,35 @@ def test_small_problems_run_on_one_thread(restore_threads):
         seen.append(numba.get_num_threads())
     assert seen == [1, min(2, fastnn._config.max_threads())]
     assert numba.get_num_threads() == min(2, fastnn._config.max_threads())
+
+
+@pytest.mark.parametrize("kernel", VARIANTS)
+def test_calls_from_several_python_threads(kernel, restore_threads):
+    """4 workers stepping different arrays at once get the results of a serial run (scratch
+    buffers are per thread), and the BLAS thread count is as it was afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastnn.kernels import blas
+
+    from conftest import assert_same_numbers
+
+    fastnn.set_num_threads(fastnn._config.max_threads())
+    blas_threads = blas.threads.get() if blas.threads.available else None
+    problems = [make_problem(40 + 3 * i, 150 + i, 60 + 5 * i, 3, np.float64, seed=i)
+                for i in range(8)]
+
+    def run(problem):
+        x, y, params = problem
+        p = params.copy()
+        losses = [fastnn.sgd_step(p, x, y, 1e-3, kernel=kernel) for _ in range(3)]
+        return losses, p
+
+    serial = [run(pr) for pr in problems]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(run, problems))
+    for (ls, ps), (lp, pp) in zip(serial, parallel):
+        assert_same_numbers(lp, ls, kernel)
+        for a, b in zip(pp, ps):
+            assert_same_numbers(a, b, kernel)
+    if blas_threads is not None:
+        assert blas.threads.get() == blas_threads

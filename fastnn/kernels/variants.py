@@ -165,23 +165,35 @@ def fused_train_loop(params: Params, x, y, lr, losses):
 
 # --- blas: chunks of hidden units over Numba's threads, one BLAS thread each ------------------------
 
+_one_thread_lock = threading.Lock()
+_one_thread_users = 0
+_one_thread_saved = 1
+
+
 def _with_one_blas_thread(kernel, *args):
     """Run ``kernel`` with BLAS set to one thread, then restore BLAS's thread count.
 
     Parallelism comes from Numba's threads, each running whole chunks with BLAS inside; a threaded
     BLAS there would oversubscribe the cores.  The setting is process-wide (OpenBLAS has no
     per-thread count in a pthreads build), so another thread's numpy calls run single-threaded
-    during the step: slower, never wrong.
+    during the step: slower, never wrong.  Steps running at once in several Python threads share
+    the setting: the first to enter saves the count, the last to leave restores it.
     """
+    global _one_thread_users, _one_thread_saved
     ctl = blas.threads
-    prev = ctl.get()
-    if prev != 1:
-        ctl.set(1)
+    with _one_thread_lock:
+        if _one_thread_users == 0:
+            _one_thread_saved = ctl.get()
+            if _one_thread_saved != 1:
+                ctl.set(1)
+        _one_thread_users += 1
     try:
         return kernel(*args)
     finally:
-        if prev != 1:
-            ctl.set(prev)
+        with _one_thread_lock:
+            _one_thread_users -= 1
+            if _one_thread_users == 0 and _one_thread_saved != 1:
+                ctl.set(_one_thread_saved)
 
 
 def _chunked_scratch(m, h, k, parts, dt):
