@@ -69,7 +69,6 @@ def kernel_cache():
         numba.config.CACHE_DIR = old
 
 
-_blas_limiter = None
 _threads = None
 
 
@@ -85,7 +84,7 @@ def set_num_threads(n: int) -> None:
     kernel is serial Numba code calling BLAS; ``naive`` is parallel Numba code without BLAS), so one
     number bounds the threads of a step.  ``n`` is clipped to ``max_threads()``.
     """
-    global _blas_limiter, _threads
+    global _threads
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"threads: expected a positive integer, got {n!r}")
     n = int(n)
@@ -97,7 +96,7 @@ def set_num_threads(n: int) -> None:
 
     from .kernels import blas  # noqa: F401  (load scipy's BLAS so its pool is limited too)
 
-    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+    threadpool_limits(limits=n, user_api="blas")  # applies at once, stays until changed
     _threads = n
 
 

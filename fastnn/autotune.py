@@ -143,13 +143,20 @@ def choose(params: Params, x, y, *, retune=False) -> str:
             if isinstance(choice, dict) and choice.get("kernel") in kernels.available():
                 _memory[key] = choice["kernel"]
                 return choice["kernel"]
-        timings = measure(params, x, y)
-        best = min(timings, key=timings.get)
-        _memory[key] = best
-        stored = _load()
-        stored[key] = {"kernel": best, "us": {k_: t * 1e6 for k_, t in timings.items()}}
-        _save(stored)
-        return best
+        return _measure_and_remember(params, x, y, key)["kernel"]
+
+
+def _measure_and_remember(params: Params, x, y, key: str) -> dict:
+    """Measure the candidates, remember the winner (memory and disk); returns the entry
+    ``{"kernel": name, "us": {name: microseconds per step}}``.  Call with ``_lock`` held."""
+    timings = measure(params, x, y)
+    entry = {"kernel": min(timings, key=timings.get),
+             "us": {name: t * 1e6 for name, t in timings.items()}}
+    _memory[key] = entry["kernel"]
+    stored = _load()  # read again: another process may have written while we measured
+    stored[key] = entry
+    _save(stored)
+    return entry
 
 
 def tune(shape, dtype, *, seed=0) -> dict:
@@ -158,9 +165,9 @@ def tune(shape, dtype, *, seed=0) -> dict:
     from .bench import problem
 
     x, y, params = problem(shape, dtype, seed=seed)
-    choose(params, x, y, retune=True)
     m, n, h, k = shape
-    return _load().get(_key(m, n, h, k, dtype, get_num_threads()), {})
+    with _lock:
+        return _measure_and_remember(params, x, y, _key(m, n, h, k, dtype, get_num_threads()))
 
 
 def forget() -> None:

@@ -216,9 +216,9 @@ def gemm(backend, trans_a, trans_b, alpha, a, b, beta, c):
     lda = _leading_dim(a)
     ldb = _leading_dim(b)
     ldc = _leading_dim(c)
+    ta = _CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS
+    tb = _CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS
     if backend == MKL_CBLAS:  # 32-bit ints: the caller keeps sizes below 2**31
-        ta = _CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS
-        tb = _CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS
         if c.itemsize == 8:
             _mkl_dgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), a.ctypes, lda,
                        b.ctypes, ldb, np.float64(beta), c.ctypes, ldc)
@@ -226,9 +226,7 @@ def gemm(backend, trans_a, trans_b, alpha, a, b, beta, c):
             _mkl_sgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), a.ctypes, lda,
                        b.ctypes, ldb, np.float32(beta), c.ctypes, ldc)
         return
-    if backend == NUMPY_CBLAS:
-        ta = _CBLAS_TRANS if trans_a else _CBLAS_NO_TRANS
-        tb = _CBLAS_TRANS if trans_b else _CBLAS_NO_TRANS
+    if backend == NUMPY_CBLAS:  # ILP64: 64-bit ints
         if c.itemsize == 8:
             _cblas_dgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), a.ctypes, lda,
                          b.ctypes, ldb, np.float64(beta), c.ctypes, ldc)

@@ -74,6 +74,14 @@ def _store(builder, value, ptr, vty, align):
     builder.store(value, ptr, align=align)
 
 
+def _splat(builder, value, vty):
+    """The LLVM vector of type ``vty`` with ``value`` in every lane (insert, then shuffle)."""
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), value,
+                                 ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count)
+    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), zeros)
+
+
 @intrinsic
 def vload(typingctx, arr, i):
     """The vector ``arr[i : i + lanes]`` of a 1-D contiguous array."""
@@ -119,11 +127,7 @@ def vsplat(typingctx, x):
     vt = _vector_of(x)
 
     def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        one = builder.insert_element(ir.Constant(vty, ir.Undefined), args[0],
-                                     ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count)
-        return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
+        return _splat(builder, args[0], context.get_value_type(vt))
 
     return vt(x), codegen
 
@@ -168,12 +172,7 @@ def _lane_mask(builder, count, n_lanes):
     """``<n_lanes x i1>``: lane ``l`` is on when ``l < count``."""
     idx = ir.Constant(ir.VectorType(ir.IntType(64), n_lanes), list(range(n_lanes)))
     n = builder.sext(count, ir.IntType(64)) if count.type.width < 64 else count
-    splat = builder.insert_element(ir.Constant(idx.type, ir.Undefined), n,
-                                   ir.Constant(ir.IntType(32), 0))
-    splat = builder.shuffle_vector(splat, ir.Constant(idx.type, ir.Undefined),
-                                   ir.Constant(ir.VectorType(ir.IntType(32), n_lanes),
-                                               [0] * n_lanes))
-    return builder.icmp_unsigned("<", idx, splat)
+    return builder.icmp_unsigned("<", idx, _splat(builder, n, idx.type))
 
 
 def _masked_name(op, vt):
@@ -241,11 +240,7 @@ def vsplat_as(typingctx, x, arr):
     vt = _vector_of(arr.dtype)
 
     def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
         val = context.cast(builder, args[0], sig.args[0], arr.dtype)
-        one = builder.insert_element(ir.Constant(vty, ir.Undefined), val,
-                                     ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count)
-        return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
+        return _splat(builder, val, context.get_value_type(vt))
 
     return vt(x, arr), codegen
