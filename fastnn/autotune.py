@@ -26,6 +26,7 @@ import numpy as np
 
 from . import kernels
 from ._config import get_num_threads
+from .kernels.losses import SQUARED
 from .params import Params
 
 CANDIDATES = ("fused", "tiled", "blas")
@@ -187,18 +188,17 @@ def auto_predict(params: Params, x):
     return kernels.get(choose(params, x, y)).predict(params, x)
 
 
-def auto_loss_and_grads(params: Params, x, y):
-    return kernels.get(choose(params, x, y)).loss_and_grads(params, x, y)
+def auto_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
+    return kernels.get(choose(params, x, y)).loss_and_grads(params, x, y, loss_kind, grads)
 
 
-def auto_sgd_step(params: Params, x, y, lr):
-    return kernels.get(choose(params, x, y)).sgd_step(params, x, y, lr)
+def auto_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
+    return kernels.get(choose(params, x, y)).sgd_step(params, x, y, lr, loss_kind)
 
 
-def auto_train_loop(params: Params, x, y, lr, losses):
-    variant = kernels.get(choose(params, x, y))
+def auto_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
+    rows = x.shape[0] if batch is None else min(batch, x.shape[0])
+    variant = kernels.get(choose(params, x[:rows], y[:rows]))
     if variant.train_loop is not None:
-        variant.train_loop(params, x, y, lr, losses)
-    else:
-        for t in range(losses.shape[0]):
-            losses[t] = variant.sgd_step(params, x, y, lr)
+        return variant.train_loop(params, x, y, lr, losses, loss_kind, batch, start)
+    return kernels.step_loop(variant, params, x, y, lr, losses, loss_kind, batch, start)

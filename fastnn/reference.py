@@ -3,11 +3,12 @@
 Network and objective (x (m, n), y (m, k); w1 (n, h), b1 (h,), w2 (h, k), b2 (k,))::
 
     z1 = x @ w1 + b1        a1 = relu(z1)        z2 = a1 @ w2 + b2
-    L  = (1/m) * sum((z2 - y)**2)
+    L  = (1/m) * sum((z2 - y)**2)                      loss="squared" (the default)
+    L  = (1/m) * sum(y * (logsumexp(z2) - z2))         loss="softmax", y one-hot (m, k)
 
 Gradients, exactly dL/dparam::
 
-    dz2 = (2/m) * (z2 - y)
+    dz2 = (2/m) * (z2 - y)           (softmax: (1/m) * (softmax(z2) - y))
     dw2 = a1.T @ dz2                 db2 = dz2.sum(axis=0)
     dz1 = (dz2 @ w2.T) * (z1 > 0)    db1 = dz1.sum(axis=0)
     dw1 = x.T @ dz1
@@ -40,26 +41,58 @@ def predict(params: Params, x):
     return forward(params, x)[2]
 
 
-def loss_and_grads(params: Params, x, y):
-    """``(L, Params(dw1, db1, dw2, db2))`` for one batch.  ``y`` is (m, k)."""
+def output_loss(z2, y, loss="squared"):
+    """``(L, dz2)`` for outputs ``z2`` and targets ``y`` (both (m, k)).
+
+    ``loss="squared"``: ``L = (1/m) * sum((z2 - y)**2)``, ``dz2 = (2/m) * (z2 - y)``.
+    ``loss="softmax"``: softmax cross-entropy with one-hot (or probability) targets,
+    ``L = (1/m) * sum(y * (lse - z2))`` with ``lse = log(sum(exp(z2), axis=1))`` per row, and
+    ``dz2 = (1/m) * (y.sum(axis=1) * softmax(z2) - y)`` (``softmax(z2) - y`` for one-hot rows).
+    The log-sum-exp subtracts each row's max first, so large logits do not overflow; it is taken
+    in float64, as the kernels do.
+    """
+    m = z2.shape[0]
+    if loss == "squared":
+        r = z2 - y
+        return float(np.sum(r * r)) / m, (2.0 / m) * r
+    if loss == "softmax":
+        z = z2.astype(np.float64)
+        t = y.astype(np.float64)
+        zmax = z.max(axis=1, keepdims=True)
+        lse = zmax + np.log(np.exp(z - zmax).sum(axis=1, keepdims=True))
+        loss_value = float(np.sum(np.where(t != 0, t * (lse - z), 0.0))) / m
+        dz2 = (t.sum(axis=1, keepdims=True) * np.exp(z - lse) - t) / m
+        return loss_value, dz2.astype(z2.dtype)
+    raise ValueError(f"loss: expected 'squared' or 'softmax', got {loss!r}")
+
+
+def loss_and_grads(params: Params, x, y, loss="squared"):
+    """``(L, Params(dw1, db1, dw2, db2))`` for one batch.  ``y`` is (m, k) (one-hot for
+    ``loss="softmax"``)."""
     w1, b1, w2, b2 = params
-    m = x.shape[0]
     z1, a1, z2 = forward(params, x)
-    r = z2 - y
-    loss = float(np.sum(r * r)) / m
-    dz2 = (2.0 / m) * r
+    loss_value, dz2 = output_loss(z2, y, loss)
     dw2 = a1.T @ dz2
     db2 = dz2.sum(axis=0)
     dz1 = (dz2 @ w2.T) * (z1 > 0)
     dw1 = x.T @ dz1
     db1 = dz1.sum(axis=0)
     dt = w1.dtype
-    return loss, Params(*(np.asarray(g, dtype=dt) for g in (dw1, db1, dw2, db2)))
+    return loss_value, Params(*(np.asarray(g, dtype=dt) for g in (dw1, db1, dw2, db2)))
 
 
-def sgd_step(params: Params, x, y, lr):
-    """One plain SGD step, ``p -= lr * dp`` for each parameter, in place.  Returns the loss before it."""
-    loss, grads = loss_and_grads(params, x, y)
+def sgd_step(params: Params, x, y, lr, loss="squared"):
+    """One plain SGD step, ``p -= lr * dp`` for each parameter, in place.  Returns the loss before
+    it; when that loss is not finite, the params are left as they are."""
+    loss_value, grads = loss_and_grads(params, x, y, loss)
+    if not np.isfinite(loss_value):
+        return loss_value
     for p, g in zip(params, grads):
         p -= p.dtype.type(lr) * g
-    return loss
+    return loss_value
+
+
+def softmax(z2):
+    """Row-wise ``exp(z2) / sum(exp(z2))``, computed stably (max subtracted first)."""
+    e = np.exp(z2 - z2.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

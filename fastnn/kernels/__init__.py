@@ -7,15 +7,29 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
+import numpy as np
+
 from .. import _config, reference
 
 with _config.kernel_cache():  # every compiled kernel is defined while these modules load
-    from . import backward, blas, chunked, forward, fused, rowpass, simd, tiled, variants  # noqa
+    from . import (backward, blas, chunked, forward, fused, losses, rowpass, simd,  # noqa
+                   tiled, variants)
 
 
 class Variant(NamedTuple):
-    """One kernel variant.  ``train_loop(params, x, y, lr, losses)``, where present, runs
-    ``len(losses)`` full-batch steps in one compiled call (the whole-loop mode of ``train``)."""
+    """One kernel variant: functions over validated arrays (C-contiguous, one float dtype, ``y``
+    2-D; ``loss_kind`` is ``losses.SQUARED`` or ``losses.SOFTMAX``)::
+
+        predict(params, x) -> z2
+        loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None) -> (L, grads)
+        sgd_step(params, x, y, lr, loss_kind=SQUARED) -> L          (params updated in place)
+        train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0) -> steps
+
+    ``grads``: ``Params`` of arrays to write the gradients into (new ones when None).
+    ``train_loop``, where present, runs up to ``len(losses)`` SGD steps in one compiled call (the
+    whole-loop mode of ``train``) over consecutive row blocks of ``batch`` rows, starting at block
+    ``start`` (``step_loop`` is the same loop in Python).  A step whose loss is not finite makes
+    no update and ends the loop."""
 
     name: str
     description: str
@@ -34,8 +48,23 @@ def _register(name, description, predict, loss_and_grads, sgd_step, train_loop=N
     _REGISTRY[name] = Variant(name, description, predict, loss_and_grads, sgd_step, train_loop)
 
 
+def _reference_loss_and_grads(params, x, y, loss_kind=losses.SQUARED, grads=None):
+    loss, new = reference.loss_and_grads(params, x, y, _LOSS_NAMES[loss_kind])
+    if grads is None:
+        return loss, new
+    for g, v in zip(grads, new):
+        g[...] = v
+    return loss, grads
+
+
+def _reference_sgd_step(params, x, y, lr, loss_kind=losses.SQUARED):
+    return reference.sgd_step(params, x, y, lr, _LOSS_NAMES[loss_kind])
+
+
+_LOSS_NAMES = {code: name for name, code in losses.NAMES.items()}
+
 _register("reference", "plain numpy, the specification (fastnn.reference)",
-          reference.predict, reference.loss_and_grads, reference.sgd_step)
+          reference.predict, _reference_loss_and_grads, _reference_sgd_step)
 _register("naive", "Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 and the SGD update "
           "fused into the loops",
           variants.naive_predict, variants.naive_loss_and_grads, variants.naive_sgd_step)
@@ -85,3 +114,18 @@ def get(name) -> Variant:
     except KeyError:
         raise ValueError(f"kernel: unknown kernel {name!r}; available: {', '.join(_REGISTRY)}") \
             from None
+
+
+def step_loop(variant: Variant, params, x, y, lr, losses_out, loss_kind=losses.SQUARED,
+              batch=None, start=0) -> int:
+    """``train_loop``'s contract, one ``sgd_step`` call per step from Python: for variants
+    without a compiled loop, and the plain definition the compiled loops are tested against."""
+    m = x.shape[0]
+    batch = m if batch is None else min(batch, m)
+    n_blocks = -(-m // batch)
+    for t in range(losses_out.shape[0]):
+        s = ((start + t) % n_blocks) * batch
+        losses_out[t] = variant.sgd_step(params, x[s:s + batch], y[s:s + batch], lr, loss_kind)
+        if not np.isfinite(losses_out[t]):
+            return t + 1
+    return losses_out.shape[0]

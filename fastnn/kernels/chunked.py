@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
 from .blas import gemm
+from .losses import row_loss_grad
 from .rowpass import apply_small_updates, transpose
 
 # Hidden units per chunk, at least.  Narrower chunks starve the gemm micro-kernel (its tile is
@@ -73,24 +74,26 @@ def forward_chunk(backend, x, w1, b1, w2t, a1, zpart, h0, h1):
 
 
 @njit(**JIT_OPTIONS)
-def output_loss_grad(zparts, b2, y, dz2, db2):
-    """``z2 = b2 + sum_t zparts[t]`` (in chunk order), ``L = (1/m) sum((z2 - y)**2)``,
-    ``dz2 = (2/m)(z2 - y)``, ``db2 = dz2.sum(0)``; returns ``L``.  Shapes: ``zparts (T, m, k)``,
-    ``y, dz2 (m, k)``, ``b2, db2 (k,)``.  Serial: ``m * k`` work."""
-    n_parts, m, k = zparts.shape
-    scale = 2.0 / m
+def output_loss_grad(zparts, b2, y, dz2, db2, loss_kind):
+    """``z2 = b2 + sum_t zparts[t]`` (in chunk order), the loss ``L`` (``losses.py``),
+    ``dz2 = dL/dz2``, ``db2 = dz2.sum(0)``; returns ``L``.  Shapes: ``zparts (T, m, k)``,
+    ``y, dz2 (m, k)``, ``b2, db2 (k,)``; ``zparts`` may have more than ``m`` rows (a partial
+    minibatch uses the first ``m``).  Serial: ``m * k`` work."""
+    n_parts = zparts.shape[0]
+    m, k = dz2.shape
     loss = 0.0
     for c in range(k):
         db2[c] = 0.0
     for i in range(m):
+        row = dz2[i]
         for c in range(k):
             z = b2[c]
             for t in range(n_parts):
                 z += zparts[t, i, c]
-            r = z - y[i, c]
-            loss += np.float64(r) * np.float64(r)
-            dz2[i, c] = scale * r
-            db2[c] += dz2[i, c]
+            row[c] = z
+        loss += row_loss_grad(row, y[i], row, 1.0 / m, loss_kind)
+        for c in range(k):
+            db2[c] += row[c]
     return loss / m
 
 
@@ -126,20 +129,23 @@ def backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, dw1, lr, update, h0
 
 
 @njit(**PARALLEL_OPTIONS)
-def step(backend, n_parts, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2,
+def step(backend, n_parts, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db2,
          a1, dz1, w2t, dw2t, zparts, dz2):
     """Loss, gradients and (with ``update``) the SGD step, chunked over hidden units.  Returns L.
 
     Arguments as ``fused.step``, plus ``n_parts`` (``n_chunks(h)``) and scratch
     ``zparts (n_parts, m, k)``, ``dz2 (m, k)``.  With ``update`` the params are updated in place
-    and ``dw1`` is not used (pass ``w1``); otherwise the gradients go to ``dw1 .. db2``.
+    (unless the loss is not finite) and ``dw1`` is not used (pass ``w1``); otherwise the gradients
+    go to ``dw1 .. db2``.
     """
     h = w1.shape[1]
     transpose(w2, w2t)
     for t in prange(n_parts):
         h0, h1 = _chunk_bounds(t, n_parts, h)
         forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)
-    loss = output_loss_grad(zparts, b2, y, dz2, db2)
+    loss = output_loss_grad(zparts, b2, y, dz2, db2, loss_kind)
+    if update and not np.isfinite(loss):
+        return loss
     target = w1 if update else dw1
     for t in prange(n_parts):
         h0, h1 = _chunk_bounds(t, n_parts, h)
@@ -169,10 +175,18 @@ def predict(backend, n_parts, x, w1, b1, w2, b2, a1, w2t, zparts, z2):
 
 
 @njit(**JIT_OPTIONS)
-def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2,
-               a1, dz1, w2t, dw2t, zparts, dz2):
-    """``len(losses)`` SGD steps in one compiled call (the whole-loop mode).  Arguments as ``step``
-    with ``update``; ``losses[t]`` is the loss before step ``t``."""
+def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1,
+               dw2, db2, a1, dz1, w2t, dw2t, zparts, dz2):
+    """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
+    ``fused.train_loop``; other arguments as ``step`` with ``update``."""
+    m = x.shape[0]
+    n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
-        losses[t] = step(backend, n_parts, x, y, w1, b1, w2, b2, lr, True, w1, db1, dw2, db2,
-                         a1, dz1, w2t, dw2t, zparts, dz2)
+        s = ((start + t) % n_blocks) * batch
+        r = min(s + batch, m) - s
+        losses[t] = step(backend, n_parts, x[s:s + r], y[s:s + r], w1, b1, w2, b2, lr, True,
+                         loss_kind, w1, db1, dw2, db2, a1[:r], dz1[:r], w2t, dw2t,
+                         zparts, dz2[:r])
+        if not np.isfinite(losses[t]):
+            return t + 1
+    return losses.shape[0]

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
+from .losses import row_loss_grad
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -59,29 +60,24 @@ def linear_forward(a1, w2, b2, z2):
 
 
 @njit(**PARALLEL_OPTIONS)
-def output_loss_grad(a1, w2, b2, y, dz2):
+def output_loss_grad(a1, w2, b2, y, dz2, loss_kind):
     """The output layer, the loss and its gradient in one pass over the rows; returns ``L``.
 
-    ``z2 = a1 @ w2 + b2``, ``r = z2 - y``, ``L = (1/m) sum(r**2)``, ``dz2 = (2/m) r``.
-    Shapes: ``a1 (m, h)``, ``w2 (h, k)``, ``b2 (k,)``, ``y (m, k)``, output ``dz2 (m, k)``.
+    ``z2 = a1 @ w2 + b2``, then the loss ``L`` chosen by ``loss_kind`` and ``dz2 = dL/dz2``
+    (``losses.py``: squared error or softmax cross-entropy).  Shapes: ``a1 (m, h)``,
+    ``w2 (h, k)``, ``b2 (k,)``, ``y (m, k)``, output ``dz2 (m, k)``.
 
     ``z2`` is built in ``dz2``'s row and turned into the gradient in place, so neither ``z2`` nor
-    the residual is ever stored.  Each row's squared error is summed in float64 into its own slot
+    the residual is ever stored.  Each row's loss term is summed in float64 into its own slot
     and the slots are added in row order afterwards: a fixed order, whatever the thread count.
     """
     m, k = dz2.shape
-    row_sq = np.empty(m, np.float64)
-    scale = 2.0 / m
+    row_loss = np.empty(m, np.float64)
     for i in prange(m):
         row = dz2[i]
         _linear_row(a1[i], w2, b2, row)
-        s = 0.0
-        for c in range(k):
-            r = row[c] - y[i, c]
-            s += np.float64(r) * np.float64(r)
-            row[c] = scale * r
-        row_sq[i] = s
+        row_loss[i] = row_loss_grad(row, y[i], row, 1.0 / m, loss_kind)
     total = 0.0
     for i in range(m):
-        total += row_sq[i]
+        total += row_loss[i]
     return total / m

@@ -21,6 +21,7 @@ Arrays are C-contiguous, one float dtype; ``fastnn.validation`` guarantees it.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
@@ -51,34 +52,55 @@ def predict(backend, x, w1, b1, w2, b2, a1, w2t, z2):
 
 
 @njit(**JIT_OPTIONS)
-def step(backend, x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d):
+def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db2, a1, dz1, w2t,
+         dw2t, d):
     """Loss, gradients and (with ``update``) the SGD step, in one call.  Returns ``L``.
 
-    Math: see ``fastnn.reference``.  ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``,
-    ``y (m, k)``, params ``w1 (n, h)``, ``b1 (h,)``, ``w2 (h, k)``, ``b2 (k,)``.
+    Math: see ``fastnn.reference``; ``loss_kind`` is ``losses.SQUARED`` or ``losses.SOFTMAX``.
+    ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``, ``y (m, k)``, params ``w1 (n, h)``,
+    ``b1 (h,)``, ``w2 (h, k)``, ``b2 (k,)``.
 
     ``update`` false: the gradients are written to ``dw1 (n, h)``, ``db1 (h,)``, ``dw2 (h, k)``,
     ``db2 (k,)`` and the params are not touched.  ``update`` true: the params are updated in place,
     ``p -= lr * dp``; ``dw1`` is not used (pass any array of the dtype) and ``db1``, ``dw2``,
     ``db2`` serve as scratch.  Scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``d (k,)``.
+
+    The loss is known before any parameter changes, so when it is NaN or infinite the update is
+    skipped: the params stay those of the last finite step (the trainer stops there).
     """
     m = x.shape[0]
     _hidden_preactivation(backend, x, w1, b1, a1)
     transpose(w2, w2t)
-    loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d)
-    if update:
-        gemm(backend, True, False, -lr, x, dz1, 1.0, w1)
-        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
-    else:
+    loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind) / m
+    if not update:
         gemm(backend, True, False, 1.0, x, dz1, 0.0, dw1)
         transpose(dw2t, dw2)
-    return loss / m
+    elif np.isfinite(loss):
+        gemm(backend, True, False, -lr, x, dz1, 1.0, w1)
+        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
+    return loss
 
 
 @njit(**JIT_OPTIONS)
-def train_loop(backend, x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2, a1, dz1, w2t, dw2t, d):
-    """``len(losses)`` SGD steps in one compiled call (the whole-loop mode): no Python between
-    steps.  ``losses[t]`` is the loss before step ``t``.  Arguments as ``step`` with ``update``."""
+def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, dw2, db2,
+               a1, dz1, w2t, dw2t, d):
+    """Up to ``len(losses)`` SGD steps in one compiled call (the whole-loop mode): no Python
+    between steps.  Returns the number of steps taken: fewer when a loss is not finite (that step
+    makes no update and is the last).
+
+    Minibatches are consecutive row blocks of ``x``/``y`` (the trainer shuffles by permuting rows
+    once per epoch): step ``t`` uses block ``b = (start + t) % n_blocks``, rows ``[b * batch,
+    min((b + 1) * batch, m))``, so the last block may be partial.  Full-batch training is
+    ``batch = m``.  ``losses[t]`` is the loss before step ``t``.  Scratch ``a1``, ``dz1`` have
+    ``batch`` rows; other arguments as ``step`` with ``update``.
+    """
+    m = x.shape[0]
+    n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
-        losses[t] = step(backend, x, y, w1, b1, w2, b2, lr, True, w1, db1, dw2, db2, a1, dz1,
-                         w2t, dw2t, d)
+        s = ((start + t) % n_blocks) * batch
+        e = min(s + batch, m)
+        losses[t] = step(backend, x[s:e], y[s:e], w1, b1, w2, b2, lr, True, loss_kind, w1, db1,
+                         dw2, db2, a1[:e - s], dz1[:e - s], w2t, dw2t, d)
+        if not np.isfinite(losses[t]):
+            return t + 1
+    return losses.shape[0]

@@ -4,7 +4,7 @@ Shared by the `fused` (BLAS matmuls) and `tiled` (Numba SIMD matmuls) variants. 
 matmul, ``a1`` holds ``z1 = x @ w1 + b1``; everything else a step needs before the second matmul
 is ``O(m*h*k)`` work, small next to the matmuls' ``O(m*n*h)``, but as numpy calls it is a dozen
 passes over memory.  Here it is one pass: with row ``i`` of ``a1`` hot in L1, the ReLU, ``z2``, the
-residual, the loss, ``dz2``, ``dz1 = (dz2 @ w2.T) * [a1 > 0]`` and the sums for ``db1``,
+loss (squared or softmax, ``losses.py``), ``dz2``, ``dz1 = (dz2 @ w2.T) * [a1 > 0]`` and the sums for ``db1``,
 ``dw2 = a1.T @ dz2`` and ``db2``.  None of ``z1``, ``z2``, ``da1`` or the mask is stored.
 
 Serial on purpose: at these sizes a parallel launch and its barrier cost about what the pass
@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
+from .losses import row_loss_grad
 
 
 @njit(**JIT_OPTIONS)
@@ -33,12 +34,12 @@ def transpose(w2, w2t):
 
 
 @njit(**JIT_OPTIONS)
-def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d):
+def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind):
     """Everything between the two matmuls, one row at a time (see the module docstring).
 
-    In: ``a1`` holding ``z1`` (before the ReLU), ``w2t = w2.T``.  Out: ``a1 = relu(z1)``,
-    ``dz1``, ``dw2t = dw2.T``, ``db1``, ``db2``; returns ``sum((z2 - y)**2)`` (float64).
-    ``d (k,)`` is scratch for one row of ``dz2``.
+    In: ``a1`` holding ``z1`` (before the ReLU), ``w2t = w2.T``, ``loss_kind`` (``losses.SQUARED``
+    or ``losses.SOFTMAX``).  Out: ``a1 = relu(z1)``, ``dz1``, ``dw2t = dw2.T``, ``db1``, ``db2``;
+    returns ``m * L`` (float64).  ``d (k,)`` is scratch for one row of ``z2``, then of ``dz2``.
     """
     m, h = a1.shape
     k = w2t.shape[0]
@@ -49,7 +50,7 @@ def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d):
             dw2t[c, j] = 0.0
     for j in range(h):
         db1[j] = 0.0
-    scale = 2.0 / m
+    scale = 1.0 / m
     loss = 0.0
     for i in range(m):
         a = a1[i]
@@ -57,13 +58,13 @@ def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d):
         for j in range(h):
             if a[j] < 0.0:
                 a[j] = 0.0
-        for c in range(k):  # output layer, residual, loss and dz2 for this row
+        for c in range(k):  # output layer for this row
             z = b2[c]
             for j in range(h):
                 z += a[j] * w2t[c, j]
-            r = z - y[i, c]
-            loss += np.float64(r) * np.float64(r)
-            d[c] = scale * r
+            d[c] = z
+        loss += row_loss_grad(d, y[i], d, scale, loss_kind)  # d: z2 row -> dz2 row
+        for c in range(k):
             db2[c] += d[c]
         for j in range(h):
             g[j] = 0.0

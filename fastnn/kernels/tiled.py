@@ -31,6 +31,7 @@ does with ``beta = 1``.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
@@ -199,36 +200,44 @@ def matmul(A, B, C, bias, alpha, mode, Ap, Bp):
 
 
 @njit(**JIT_OPTIONS)
-def step(x, y, w1, b1, w2, b2, lr, update, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d, apack,
-         bpack):
+def step(x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d,
+         apack, bpack):
     """The `tiled` variant's loss, gradients and (with ``update``) SGD step; returns ``L``.
 
     Arguments as ``fused.step`` (without ``backend``), plus ``apack``, ``bpack``, the packing
     buffers of ``matmul``, large enough for both matmuls (``packed_sizes``): ``matmul`` in place
-    of BLAS, with the bias
-    (and the ReLU, idempotent for the row pass) fused into the first and the SGD update into the
-    second; the same serial ``rowpass.row_pass`` in between.  No BLAS anywhere.
+    of BLAS, with the bias (and the ReLU, idempotent for the row pass) fused into the first and
+    the SGD update into the second; the same serial ``rowpass.row_pass`` in between.  No BLAS
+    anywhere.  A non-finite loss skips the update, as in ``fused.step``.
     """
     m = x.shape[0]
     matmul(x, w1, a1, b1, 0.0, BIAS_RELU, apack, bpack)
     transpose(w2, w2t)
-    loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d)
-    if update:
-        matmul(x.T, dz1, w1, b1, -lr, ACCUMULATE, apack, bpack)
-        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
-    else:
+    loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind) / m
+    if not update:
         matmul(x.T, dz1, dw1, b1, 1.0, STORE, apack, bpack)
         transpose(dw2t, dw2)
-    return loss / m
+    elif np.isfinite(loss):
+        matmul(x.T, dz1, w1, b1, -lr, ACCUMULATE, apack, bpack)
+        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
+    return loss
 
 
 @njit(**JIT_OPTIONS)
-def train_loop(x, y, w1, b1, w2, b2, lr, losses, db1, dw2, db2, a1, dz1, w2t, dw2t, d, apack,
-               bpack):
-    """``len(losses)`` SGD steps in one compiled call (the whole-loop mode)."""
+def train_loop(x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, dw2, db2, a1, dz1,
+               w2t, dw2t, d, apack, bpack):
+    """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
+    ``fused.train_loop``."""
+    m = x.shape[0]
+    n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
-        losses[t] = step(x, y, w1, b1, w2, b2, lr, True, w1, db1, dw2, db2, a1, dz1, w2t, dw2t, d,
-                         apack, bpack)
+        s = ((start + t) % n_blocks) * batch
+        e = min(s + batch, m)
+        losses[t] = step(x[s:e], y[s:e], w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
+                         a1[:e - s], dz1[:e - s], w2t, dw2t, d, apack, bpack)
+        if not np.isfinite(losses[t]):
+            return t + 1
+    return losses.shape[0]
 
 
 @njit(**JIT_OPTIONS)

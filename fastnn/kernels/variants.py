@@ -19,6 +19,7 @@ import numpy as np
 
 from ..params import Params
 from . import backward, blas, chunked, forward, fused, simd, tiled
+from .losses import SQUARED
 
 _local = threading.local()
 
@@ -64,6 +65,10 @@ def _serial_if_small(fn):
     return run
 
 
+def _new_grads(params: Params) -> Params:
+    return Params(*(np.empty_like(p) for p in params))
+
+
 def _sizes(params: Params, x):
     n, h = params.w1.shape
     return x.shape[0], n, h, params.w2.shape[1]
@@ -82,7 +87,7 @@ def naive_predict(params: Params, x):
     return z2
 
 
-def _naive_backward(params: Params, x, y, lr, update, grads):
+def _naive_backward(params: Params, x, y, lr, update, grads, loss_kind):
     m, n, h, k = _sizes(params, x)
     w1, b1, w2, b2 = params
     dt = w1.dtype
@@ -90,7 +95,9 @@ def _naive_backward(params: Params, x, y, lr, update, grads):
     dz1 = scratch("dz1", (m, h), dt)
     dz2 = scratch("dz2", (m, k), dt)
     forward.linear_relu_forward(x, w1, b1, a1)
-    loss = forward.output_loss_grad(a1, w2, b2, y, dz2)
+    loss = forward.output_loss_grad(a1, w2, b2, y, dz2, loss_kind)
+    if update and not np.isfinite(loss):  # keep the params of the last finite step
+        return loss
     dw1, db1, dw2, db2 = grads
     lr = dt.type(lr)
     # dz1 needs the old w2, so it comes before any update.
@@ -103,18 +110,19 @@ def _naive_backward(params: Params, x, y, lr, update, grads):
 
 
 @_serial_if_small
-def naive_loss_and_grads(params: Params, x, y):
-    grads = Params(*(np.empty_like(p) for p in params))
-    loss = _naive_backward(params, x, y, 0.0, False, grads)
+def naive_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
+    grads = _new_grads(params) if grads is None else grads
+    loss = _naive_backward(params, x, y, 0.0, False, grads, loss_kind)
     return loss, grads
 
 
 @_serial_if_small
-def naive_sgd_step(params: Params, x, y, lr):
+def naive_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
     h = params.w1.shape[1]
     db1 = scratch("db1", (h,), params.dtype)
     # with update=True the weight/bias kernels write straight into the params
-    return _naive_backward(params, x, y, lr, True, Params(params.w1, db1, params.w2, params.b2))
+    return _naive_backward(params, x, y, lr, True, Params(params.w1, db1, params.w2, params.b2),
+                           loss_kind)
 
 
 # --- fused: one compiled call, BLAS for the big matmuls --------------------------------------------
@@ -132,11 +140,11 @@ def fused_predict(params: Params, x):
     return z2
 
 
-def fused_loss_and_grads(params: Params, x, y):
+def fused_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    grads = Params(*(np.empty_like(p) for p in params))
-    loss = fused.step(blas.BACKEND, x, y, *params, dt.type(0.0), False, *grads,
+    grads = _new_grads(params) if grads is None else grads
+    loss = fused.step(blas.BACKEND, x, y, *params, dt.type(0.0), False, loss_kind, *grads,
                       *_fused_scratch(m, h, k, dt))
     return loss, grads
 
@@ -148,18 +156,19 @@ def _update_scratch(params: Params):
     return scratch("db1", (h,), dt), scratch("dw2", (h, k), dt), scratch("db2", (k,), dt)
 
 
-def fused_sgd_step(params: Params, x, y, lr):
+def fused_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, params.w1,
+    return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, loss_kind, params.w1,
                       *_update_scratch(params), *_fused_scratch(m, h, k, dt))
 
 
-def fused_train_loop(params: Params, x, y, lr, losses):
+def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
     m, n, h, k = _sizes(params, x)
+    batch = m if batch is None else min(batch, m)
     dt = params.dtype
-    fused.train_loop(blas.BACKEND, x, y, *params, dt.type(lr), losses, *_update_scratch(params),
-                     *_fused_scratch(m, h, k, dt))
+    return fused.train_loop(blas.BACKEND, x, y, *params, dt.type(lr), loss_kind, batch, start,
+                            losses, *_update_scratch(params), *_fused_scratch(batch, h, k, dt))
 
 
 
@@ -215,33 +224,36 @@ def blas_predict(params: Params, x):
 
 
 @_serial_if_small
-def blas_loss_and_grads(params: Params, x, y):
+def blas_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     parts = chunked.n_chunks(h)
-    grads = Params(*(np.empty_like(p) for p in params))
+    grads = _new_grads(params) if grads is None else grads
     loss = _with_one_blas_thread(chunked.step, blas.BACKEND, parts, x, y, *params, dt.type(0.0),
-                                 False, *grads, *_chunked_scratch(m, h, k, parts, dt))
+                                 False, loss_kind, *grads, *_chunked_scratch(m, h, k, parts, dt))
     return loss, grads
 
 
 @_serial_if_small
-def blas_sgd_step(params: Params, x, y, lr):
+def blas_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     parts = chunked.n_chunks(h)
     return _with_one_blas_thread(chunked.step, blas.BACKEND, parts, x, y, *params, dt.type(lr),
-                                 True, params.w1, *_update_scratch(params),
+                                 True, loss_kind, params.w1, *_update_scratch(params),
                                  *_chunked_scratch(m, h, k, parts, dt))
 
 
-@_serial_if_small
-def blas_train_loop(params: Params, x, y, lr, losses):
+def blas_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
     m, n, h, k = _sizes(params, x)
+    batch = m if batch is None else min(batch, m)
     dt = params.dtype
     parts = chunked.n_chunks(h)
-    _with_one_blas_thread(chunked.train_loop, blas.BACKEND, parts, x, y, *params, dt.type(lr),
-                          losses, *_update_scratch(params), *_chunked_scratch(m, h, k, parts, dt))
+    with threads_for(batch, n, h, k):
+        return _with_one_blas_thread(chunked.train_loop, blas.BACKEND, parts, x, y, *params,
+                                     dt.type(lr), loss_kind, batch, start, losses,
+                                     *_update_scratch(params),
+                                     *_chunked_scratch(batch, h, k, parts, dt))
 
 
 # --- tiled: Numba-native register-blocked matmuls, no BLAS ------------------------------------------
@@ -266,26 +278,28 @@ def tiled_predict(params: Params, x):
 
 
 @_serial_if_small
-def tiled_loss_and_grads(params: Params, x, y):
+def tiled_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    grads = Params(*(np.empty_like(p) for p in params))
-    loss = tiled.step(x, y, *params, dt.type(0.0), False, *grads, *_fused_scratch(m, h, k, dt),
-                      *_packs(m, n, h, dt))
+    grads = _new_grads(params) if grads is None else grads
+    loss = tiled.step(x, y, *params, dt.type(0.0), False, loss_kind, *grads,
+                      *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
     return loss, grads
 
 
 @_serial_if_small
-def tiled_sgd_step(params: Params, x, y, lr):
+def tiled_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    return tiled.step(x, y, *params, dt.type(lr), True, params.w1, *_update_scratch(params),
-                      *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
+    return tiled.step(x, y, *params, dt.type(lr), True, loss_kind, params.w1,
+                      *_update_scratch(params), *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
 
 
-@_serial_if_small
-def tiled_train_loop(params: Params, x, y, lr, losses):
+def tiled_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
     m, n, h, k = _sizes(params, x)
+    batch = m if batch is None else min(batch, m)
     dt = params.dtype
-    tiled.train_loop(x, y, *params, dt.type(lr), losses, *_update_scratch(params),
-                     *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
+    with threads_for(batch, n, h, k):
+        return tiled.train_loop(x, y, *params, dt.type(lr), loss_kind, batch, start, losses,
+                                *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
+                                *_packs(batch, n, h, dt))

@@ -1,0 +1,68 @@
+"""The output losses, one row at a time: shared by every compiled variant's output pass.
+
+Two losses, chosen by a run-time integer (not a compile-time flag, so each kernel is compiled once
+per dtype whatever the loss)::
+
+    SQUARED   L = (1/m) * sum_i sum_c (z2[i, c] - y[i, c])**2       dz2 = (2/m) * (z2 - y)
+    SOFTMAX   L = (1/m) * sum_i sum_c y[i, c] * (lse_i - z2[i, c])  dz2 = (1/m) * (s_i * p - y)
+
+with ``lse_i = log(sum_c exp(z2[i, c]))``, ``p = exp(z2 - lse)`` the softmax and ``s_i = sum_c
+y[i, c]`` (1 for one-hot or probability targets; the general form keeps the gradient exact for any
+non-negative targets).  ``y`` for SOFTMAX is one-hot (the trainer builds it from integer labels).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .._config import JIT_OPTIONS
+
+SQUARED = 0
+SOFTMAX = 1
+NAMES = {"squared": SQUARED, "softmax": SOFTMAX}
+
+
+def kind(name: str) -> int:
+    """The kernels' integer code for the loss called ``name``; ValueError for an unknown name."""
+    try:
+        return NAMES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"loss: expected one of {', '.join(map(repr, NAMES))}, "
+                         f"got {name!r}") from None
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def row_loss_grad(z, y, d, scale, loss_kind):
+    """One row's loss term and gradient.  ``z (k,)``: the row of ``z2``; ``y (k,)``: its targets.
+    Writes ``d = dL/dz2`` for the row (``d`` may be ``z`` itself: each ``z[c]`` is read before
+    ``d[c]`` is written) and returns the row's term of ``m * L`` in float64.  ``scale = 1/m``.
+
+    The softmax is taken after subtracting the row's max and the log-sum-exp is computed in
+    float64, so logits of 1e3 (or 1e30) give finite losses and exact-enough gradients: ``exp`` of
+    a non-positive number never overflows, and the max term contributes exactly 1 to the sum.
+    """
+    k = z.shape[0]
+    loss = 0.0
+    if loss_kind == SOFTMAX:
+        zmax = np.float64(z[0])
+        for c in range(1, k):
+            if z[c] > zmax:
+                zmax = np.float64(z[c])
+        total = 0.0
+        ysum = 0.0
+        for c in range(k):
+            total += np.exp(np.float64(z[c]) - zmax)
+            ysum += np.float64(y[c])
+        lse = zmax + np.log(total)
+        for c in range(k):
+            zc = np.float64(z[c])
+            yc = np.float64(y[c])
+            if yc != 0.0:  # 0 * (lse - z) would be NaN for an infinite logit
+                loss += yc * (lse - zc)
+            d[c] = scale * (ysum * np.exp(zc - lse) - yc)
+    else:
+        for c in range(k):
+            r = z[c] - y[c]
+            loss += np.float64(r) * np.float64(r)
+            d[c] = 2.0 * scale * r
+    return loss
