@@ -122,3 +122,37 @@ def check_finite(a: np.ndarray, name: str) -> None:
     if not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+
+
+def check_targets(y, params: Params, m: int, loss: str = "squared") -> np.ndarray:
+    """The targets as the kernels take them: a kernel-ready (m, k) array in the params' dtype.
+
+    ``loss="squared"``: ``y`` as ``check_y`` takes it.  ``loss="softmax"``: either integer class
+    labels of shape (m,) in ``[0, k)``, turned into one-hot rows, or an (m, k) array of
+    non-negative target weights (one-hot or probabilities) used as given.
+    """
+    if loss != "softmax":
+        return check_y(y, params, m)
+    k = params.w2.shape[1]
+    arr = np.asarray(y) if y is not None else None
+    if arr is not None and arr.ndim == 1:
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"y: loss='softmax' takes integer class labels (m,) or (m, {k}) target "
+                            f"probabilities, got a 1-D array of dtype {arr.dtype}")
+        if arr.shape[0] != m:
+            raise ValueError(f"y: expected {m} labels (m = x.shape[0]), got {arr.shape[0]}")
+        if arr.size and (arr.min() < 0 or arr.max() >= k):
+            raise ValueError(f"y: class labels must lie in [0, {k}) (k = params.w2.shape[1]), "
+                             f"got values from {arr.min()} to {arr.max()}")
+        return one_hot(arr, k, params.dtype)
+    y = check_y(y, params, m)
+    if not (y >= 0).all():
+        raise ValueError("y: softmax targets must be non-negative (one-hot rows or probabilities)")
+    return y
+
+
+def one_hot(labels: np.ndarray, k: int, dtype) -> np.ndarray:
+    """(m, k) array with ``out[i, labels[i]] = 1`` and zeros elsewhere."""
+    out = np.zeros((labels.shape[0], k), dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out

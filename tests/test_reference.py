@@ -6,17 +6,31 @@ import fastnn
 from fastnn import reference
 
 
-def _loss(params, x, y):
-    return reference.loss_and_grads(params, x, y)[0]
+def _loss(params, x, y, loss="squared"):
+    return reference.loss_and_grads(params, x, y, loss)[0]
+
+
+def _targets(rng, m, k, loss):
+    if loss == "squared":
+        return rng.standard_normal((m, k))
+    if loss == "softmax":  # one-hot rows
+        return np.eye(k)[rng.integers(0, k, m)]
+    # softmax with probability rows, and one all-zero row (s_i = 0 in the gradient)
+    t = rng.random((m, k))
+    t /= t.sum(axis=1, keepdims=True)
+    t[0] = 0.0
+    return t
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (4, 5, 6, 3), (7, 3, 9, 1), (5, 8, 4, 2)])
 @pytest.mark.parametrize("init", ["normal", "he"])
-def test_gradients_match_central_differences(shape, init):
+@pytest.mark.parametrize("loss", ["squared", "softmax", "softmax-probabilities"])
+def test_gradients_match_central_differences(shape, init, loss):
     m, n, h, k = shape
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal((m, n))
-    y = rng.standard_normal((m, k))
+    y = _targets(rng, m, k, loss)
+    loss = loss.split("-")[0]
     params = fastnn.init_params(n, h, k, init=init, seed=3)
     if init == "he":  # non-zero biases so that db is tested on generic values
         params.b1[:] = rng.standard_normal(h)
@@ -24,16 +38,16 @@ def test_gradients_match_central_differences(shape, init):
     z1 = x @ params.w1 + params.b1
     # A step of eps must not cross the ReLU kink, where L is not differentiable.
     assert np.abs(z1).min() > 1e-3
-    _, grads = reference.loss_and_grads(params, x, y)
+    _, grads = reference.loss_and_grads(params, x, y, loss)
     eps = 1e-6
     for name, p, g in zip(fastnn.Params._fields, params, grads):
         fd = np.empty_like(p)
         for idx in np.ndindex(p.shape):
             old = p[idx]
             p[idx] = old + eps
-            up = _loss(params, x, y)
+            up = _loss(params, x, y, loss)
             p[idx] = old - eps
-            down = _loss(params, x, y)
+            down = _loss(params, x, y, loss)
             p[idx] = old
             fd[idx] = (up - down) / (2 * eps)
         # Central differences err by O(eps**2 * L''') ~ 1e-12 from truncation and by
