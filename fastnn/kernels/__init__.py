@@ -12,8 +12,8 @@ import numpy as np
 from .. import _config, reference
 
 with _config.kernel_cache():  # every compiled kernel is defined while these modules load
-    from . import (backward, blas, chunked, forward, fused, losses, rowpass, simd,  # noqa
-                   tiled, variants)
+    from . import (backward, blas, chunked, forward, fused, losses, optim, rowpass,  # noqa
+                   simd, tiled, variants)
 
 
 class Variant(NamedTuple):

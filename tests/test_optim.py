@@ -1,0 +1,90 @@
+"""The fused optimiser kernel against its numpy reference and against torch.optim."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.optim import Optimizer
+from conftest import UNIT_ROUNDOFF, make_problem
+
+CONFIGS = [
+    dict(name="sgd"),
+    dict(name="sgd", alpha=0.1),
+    dict(name="sgd", momentum=0.9),
+    dict(name="sgd", momentum=0.9, nesterov=True, alpha=0.01),
+    dict(name="adam"),
+    dict(name="adam", alpha=0.05, beta1=0.5, beta2=0.9, eps=1e-3),
+]
+IDS = ["-".join(f"{k}={v}" for k, v in c.items()) for c in CONFIGS]
+
+
+def _grads_sequence(params, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    return [fastnn.Params(*(rng.standard_normal(p.shape).astype(p.dtype) for p in params))
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 13, 3), (31, 17, 10)])
+def test_kernel_matches_reference(config, shape, dtype):
+    params = fastnn.init_params(*shape, dtype=dtype, seed=1)
+    params.b1[:] = 0.3
+    ref = params.copy()
+    opt_k = Optimizer(lr=0.05, **config)
+    opt_r = Optimizer(lr=0.05, **config)
+    u = UNIT_ROUNDOFF[np.dtype(dtype)]
+    for grads in _grads_sequence(params, 5):
+        pk = opt_k.step(params, grads)
+        pr = opt_r.reference_step(ref, grads)
+        assert pk == pytest.approx(pr, rel=1e-6 if dtype == np.float32 else 1e-12)
+    for name, a, b in zip(fastnn.Params._fields, params, ref):
+        assert a.dtype == dtype
+        # 5 steps of a few rounding errors each, relative to the params' scale
+        np.testing.assert_allclose(a, b, rtol=0, atol=64 * u * max(1.0, np.abs(b).max()),
+                                   err_msg=name)
+    assert opt_k.t == 5
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_matches_torch_optim(config):
+    torch = pytest.importorskip("torch")
+    params = fastnn.init_params(6, 5, 3, seed=2)
+    tp = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    name = config["name"]
+    kw = dict(config)
+    del kw["name"]
+    alpha = kw.pop("alpha", 0.0)
+    # torch applies weight_decay per parameter group: weights decayed, biases not
+    groups = [dict(params=[tp[0], tp[2]], weight_decay=alpha), dict(params=[tp[1], tp[3]])]
+    if name == "sgd":
+        topt = torch.optim.SGD(groups, lr=0.05, **kw)
+    else:
+        betas = (kw.pop("beta1", 0.9), kw.pop("beta2", 0.999))
+        topt = torch.optim.Adam(groups, lr=0.05, betas=betas, **kw)
+    opt = Optimizer(lr=0.05, **config)
+    for grads in _grads_sequence(params, 7, seed=5):
+        for t, g in zip(tp, grads):
+            t.grad = torch.tensor(g)
+        topt.step()
+        opt.step(params, grads)
+    for p, t in zip(params, tp):
+        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(name="rmsprop"), ValueError, "optimizer: expected one of"),
+    (dict(lr=0.0), ValueError, "lr"),
+    (dict(lr=float("nan")), ValueError, "lr"),
+    (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(momentum=-0.1), ValueError, "momentum"),
+    (dict(nesterov=True), ValueError, "nesterov"),
+    (dict(nesterov="yes", momentum=0.5), TypeError, "nesterov"),
+    (dict(alpha=-1.0), ValueError, "alpha"),
+    (dict(name="adam", beta2=1.0), ValueError, "beta2"),
+    (dict(name="adam", eps=0.0), ValueError, "eps"),
+    (dict(lr="0.1"), TypeError, "lr"),
+])
+def test_bad_hyperparameters(kw, err, match):
+    kw.setdefault("lr", 0.1)
+    name = kw.pop("name", "sgd")
+    with pytest.raises(err, match=match):
+        Optimizer(name, **kw)
