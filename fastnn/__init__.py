@@ -8,11 +8,11 @@ from . import kernels, reference
 from ._config import get_num_threads, set_num_threads
 from .api import loss_and_grads, predict, sgd_step
 from .params import Params, init_params
-from .trainer import TrainResult, train
+from .trainer import DivergenceError, DivergenceWarning, TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Params", "TrainResult", "get_num_threads", "init_params", "kernels", "loss_and_grads",
+    "DivergenceError", "DivergenceWarning", "Params", "TrainResult", "get_num_threads", "init_params", "kernels", "loss_and_grads",
     "predict", "reference", "set_num_threads", "sgd_step", "train", "__version__",
 ]

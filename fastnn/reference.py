@@ -52,6 +52,11 @@ def output_loss(z2, y, loss="squared"):
     in float64, as the kernels do.
     """
     m = z2.shape[0]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow gives inf: the caller's to see
+        return _output_loss(z2, y, loss, m)
+
+
+def _output_loss(z2, y, loss, m):
     if loss == "squared":
         r = z2 - y
         return float(np.sum(r * r)) / m, (2.0 / m) * r
@@ -69,6 +74,11 @@ def output_loss(z2, y, loss="squared"):
 def loss_and_grads(params: Params, x, y, loss="squared"):
     """``(L, Params(dw1, db1, dw2, db2))`` for one batch.  ``y`` is (m, k) (one-hot for
     ``loss="softmax"``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _loss_and_grads(params, x, y, loss)
+
+
+def _loss_and_grads(params, x, y, loss):
     w1, b1, w2, b2 = params
     z1, a1, z2 = forward(params, x)
     loss_value, dz2 = output_loss(z2, y, loss)
@@ -96,3 +106,30 @@ def softmax(z2):
     """Row-wise ``exp(z2) / sum(exp(z2))``, computed stably (max subtracted first)."""
     e = np.exp(z2 - z2.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def epoch_order(seed: int, epoch: int, m: int) -> np.ndarray:
+    """The row order of epoch ``epoch`` in a shuffled run: a permutation drawn from its own
+    stream of ``seed`` (so it depends on the seed and the epoch only, and a resumed run can
+    recompute it)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, epoch))).permutation(m)
+
+
+def train(params: Params, x, y, *, optimizer, epochs, batch_size=None, seed=0, shuffle=True,
+          loss="squared"):
+    """Minibatch training in plain numpy, in place on ``params``: the specification of
+    ``fastnn.train``'s loop.  ``optimizer``: a ``fastnn.optim.Optimizer`` (its
+    ``reference_step`` is used).  Each epoch visits the rows in ``epoch_order`` (or in order
+    without ``shuffle``, or when one batch holds them all) in blocks of ``batch_size``, the last
+    block holding what remains.  Returns the step losses (batch loss plus the L2 term)."""
+    m = x.shape[0]
+    batch = m if batch_size is None else min(batch_size, m)
+    n_blocks = -(-m // batch)
+    out = []
+    for epoch in range(epochs):
+        order = epoch_order(seed, epoch, m) if shuffle and n_blocks > 1 else np.arange(m)
+        for b in range(n_blocks):
+            rows = order[b * batch:(b + 1) * batch]
+            value, grads = loss_and_grads(params, x[rows], y[rows], loss)
+            out.append(value + optimizer.reference_step(params, grads))
+    return np.array(out)

@@ -1,25 +1,60 @@
-"""The training loop: validate once, then call the chosen variant's fused step ``iters`` times."""
+"""The training loop: validate once, then run the chosen variant's fused steps.
+
+Full-batch (``iters``) or minibatch epochs (``epochs``, ``batch_size``), squared or softmax loss,
+plain SGD fused into the step (the compiled whole loop where the variant has one) or any
+``fastnn.optim`` optimiser as a fused update pass after the gradients; validation, early stopping,
+divergence handling and checkpoints.  Everything that varies between runs comes from ``seed``,
+so the same seed gives the same run, and a run resumed from a checkpoint ends bitwise equal to
+an uninterrupted one.
+"""
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import kernels
+from . import checkpoint as ckpt_io
+from . import kernels, reference
+from .kernels import losses as loss_codes
+from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
-from .validation import as_numeric_array, check_finite, check_inputs, check_lr, check_params, check_x, check_y
+from .validation import (as_numeric_array, check_finite, check_inputs, check_params,
+                         check_targets, check_x)
+
+# In full-batch runs every step is an epoch; a snapshot of the params (the fallback when a
+# diverging step has already made them non-finite) is taken at most this often.
+SNAPSHOT_STEPS = 32
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class DivergenceError(ValueError):
+    """Raised instead of the warning with ``on_divergence="raise"``; ``.result`` holds the
+    ``TrainResult`` with the last finite parameters."""
+
+    def __init__(self, message, result):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
 class TrainResult:
     """What ``train`` returns.
 
-    ``params``: the trained parameters (new arrays; the ``params`` passed in are not modified).
-    ``losses``: float64 array, ``losses[t]`` is the loss before step ``t``.
-    ``seconds``: wall time of all steps; ``first_step_seconds``: of the first one alone (it includes
-    Numba's compile or cache load when the kernel is new to this process).
+    ``params``: the trained parameters (new arrays; the ``params`` passed in are not modified);
+    with early stopping, the best ones.  ``losses``: float64, ``losses[t]`` is the training loss
+    (of its batch, plus the L2 term) before step ``t``.  ``epoch_losses``: the mean of each
+    epoch's step losses; ``val_losses``: the validation loss after each epoch (empty without
+    validation data).  ``seconds``: wall time of all steps; ``first_step_seconds``: of the first
+    one alone (it includes Numba's compile or cache load when the kernel is new to this process).
+    ``diverged_at``: the step whose loss was not finite (None if none); ``stopped_early``,
+    ``best_epoch``: early stopping's outcome.  ``optimizer`` holds the optimiser state.
     """
 
     params: Params
@@ -28,6 +63,26 @@ class TrainResult:
     dtype: np.dtype
     seconds: float
     first_step_seconds: float
+    epoch_losses: np.ndarray = field(default_factory=lambda: np.empty(0))
+    val_losses: np.ndarray = field(default_factory=lambda: np.empty(0))
+    steps_per_epoch: int = 1
+    seed: Optional[int] = None
+    diverged_at: Optional[int] = None
+    stopped_early: bool = False
+    best_epoch: Optional[int] = None
+    optimizer: Optional[Optimizer] = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.epoch_losses)
 
     @property
     def seconds_per_iter(self) -> float:
@@ -38,33 +93,88 @@ class TrainResult:
         return (self.seconds - self.first_step_seconds) / (n - 1)
 
 
-def train(x, y, *, hidden=None, iters, lr, init="he", seed=None, kernel=kernels.DEFAULT,
-          params=None, dtype=None, callback: Optional[Callable[[int, float], None]] = None,
-          callback_every: int = 1, whole_loop: Optional[bool] = None) -> TrainResult:
-    """Full-batch SGD on ``(x, y)`` for ``iters`` steps.
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """An independent random stream for ``key`` (the validation split, one epoch's order)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
-    ``x (m, n)``, ``y (m, k)`` or ``(m,)`` for one output.  New parameters come from
-    ``init_params(n, hidden, k, init=init, dtype=dtype, seed=seed)``; or pass ``params`` to continue
-    from them (they are copied, never modified; ``hidden`` may then be omitted).  ``dtype`` defaults
-    to the params' dtype, else x's when it is float32/float64, else float64.  ``callback(t, loss)``
-    is called for every step, in order; with ``callback_every=N`` it may be called in bursts of
-    N after N steps, which lets the whole-loop mode keep Python out of the loop.
 
-    ``whole_loop``: run the steps inside one compiled call (per burst) instead of one call per step
-    from Python; the numbers are identical.  ``None`` (default) uses it when the kernel has one.
-    The first step always runs alone, so ``first_step_seconds`` isolates compile/cache-load time.
-    Raises ValueError if x or y hold NaN or inf.
+def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffle=True, lr,
+          loss="squared", optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
+          beta2=0.999, eps=1e-8, alpha=0.0, validation_data=None, validation_fraction=None,
+          early_stopping=False, patience=10, tol=1e-4, init="he", seed=None,
+          kernel=kernels.DEFAULT, params=None, dtype=None,
+          callback: Optional[Callable[[int, float], None]] = None, callback_every: int = 1,
+          whole_loop: Optional[bool] = None, checkpoint=None, checkpoint_every=None,
+          resume=None, progress=False, on_divergence="warn") -> TrainResult:
+    """Train the network on ``(x, y)``.
+
+    Data: ``x (N, n)``; ``y (N, k)`` or ``(N,)`` for one output with ``loss="squared"``, integer
+    class labels ``(N,)`` in ``[0, k)`` (or (N, k) target rows) with ``loss="softmax"``.
+
+    Length: ``iters`` steps, or ``epochs`` passes over the data, in minibatches of
+    ``batch_size`` rows (default: the whole set, one step per epoch).  The last batch of an epoch
+    holds the remaining rows (it is used, not dropped).  ``shuffle``: a new row order each epoch,
+    drawn from ``seed`` (the same seed gives the same run; ``seed=None`` draws one, recorded in
+    ``result.seed``).
+
+    Optimiser: ``optimizer="sgd"`` (``momentum``, ``nesterov``) or ``"adam"`` (``beta1``,
+    ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``).  Plain
+    SGD is fused into the kernels' step; the others run as one fused update pass after the
+    gradients.
+
+    Validation: ``validation_data=(x_val, y_val)`` or ``validation_fraction`` of the rows held
+    out (drawn from ``seed``); the validation loss is taken after each epoch.
+    ``early_stopping``: stop when the validation loss (the epoch's training loss without
+    validation data) has not improved by ``tol`` for ``patience`` epochs; the best parameters
+    are returned.
+
+    Divergence: when a loss is NaN or infinite training stops at once; that step makes no
+    update, so the parameters are those of the last finite step (if they are themselves no
+    longer finite, the last finite snapshot, taken each epoch).  ``on_divergence="warn"``
+    returns the result with ``diverged_at`` set and a ``DivergenceWarning``; ``"raise"`` raises
+    ``DivergenceError`` carrying the result.
+
+    Checkpoints: ``checkpoint=PATH`` with ``checkpoint_every=N`` steps (and at the end) saves
+    params, optimiser state and position atomically; ``resume=PATH`` continues from one (the same
+    data and settings; ``seed`` may be omitted), ending bitwise equal to an uninterrupted run.
+
+    New parameters come from ``init_params(n, hidden, k, init=init, dtype=dtype, seed=seed)``;
+    or pass ``params`` to continue from them (they are copied, never modified).  ``dtype``
+    defaults to the params' dtype, else x's when it is float32/float64, else float64.
+    ``callback(t, loss)`` is called for every step, in order, possibly in bursts of
+    ``callback_every``.  ``whole_loop``: run plain-SGD steps inside one compiled call per epoch or
+    burst (identical numbers); ``None`` uses it when the kernel has one.  ``progress``: a
+    progress bar (tqdm) on stderr.
     """
     variant = kernels.get(kernel)
-    iters = _positive_int(iters, "iters")
+    kind = loss_codes.kind(loss)
     callback_every = _positive_int(callback_every, "callback_every")
+    if (iters is None) == (epochs is None):
+        raise TypeError("train: pass exactly one of iters (steps) or epochs")
+    if on_divergence not in ("warn", "raise"):
+        raise ValueError(f"on_divergence: expected 'warn' or 'raise', got {on_divergence!r}")
+    opt = Optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
+                    beta1=beta1, beta2=beta2, eps=eps)
     if whole_loop is None:
         whole_loop = variant.train_loop is not None
     elif whole_loop and variant.train_loop is None:
         with_loop = [k for k in kernels.available() if kernels.get(k).train_loop is not None]
         raise ValueError(f"whole_loop: kernel {variant.name!r} has no compiled training loop; "
                          f"kernels with one: {', '.join(with_loop)}")
-    lr = check_lr(lr)
+
+    resumed = ckpt_io.load(resume) if resume is not None else None
+    if resumed is not None:
+        if params is not None:
+            raise TypeError("train: pass params or resume, not both")
+        params = resumed.params
+        if seed is None:
+            seed = resumed.meta.get("seed")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**63)
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative integer or None, got {seed!r}")
+    seed = int(seed)
+
     if params is not None:
         params = check_params(params).copy()
         if dtype is not None and as_float_dtype(dtype) != params.dtype:
@@ -80,33 +190,286 @@ def train(x, y, *, hidden=None, iters, lr, init="he", seed=None, kernel=kernels.
             dtype = x_dtype if x_dtype in (np.float32, np.float64) else np.float64
         dtype = as_float_dtype(dtype)
         n = check_inputs(x, dtype).shape[1]
-        y = as_numeric_array(y, "y", dtype)
-        k = y.shape[1] if y.ndim == 2 else 1  # check_y below rejects any other shape
+        k = _n_outputs(y, loss)
         params = init_params(n, hidden, k, init=init, dtype=dtype, seed=seed)
     x = check_x(x, params)
-    y = check_y(y, params, x.shape[0])
+    y = check_targets(y, params, x.shape[0], loss)
     check_finite(x, "x")
     check_finite(y, "y")
 
-    losses = np.empty(iters, np.float64)
-    step = variant.sgd_step
+    x_val = y_val = None
+    if validation_data is not None and validation_fraction is not None:
+        raise TypeError("train: pass validation_data or validation_fraction, not both")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data: expected a pair (x_val, y_val)")
+        x_val = check_x(validation_data[0], params)
+        y_val = check_targets(validation_data[1], params, x_val.shape[0], loss)
+        check_finite(x_val, "validation_data x")
+        check_finite(y_val, "validation_data y")
+    elif validation_fraction is not None:
+        f = validation_fraction
+        if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
+            raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
+        n_val = int(math.ceil(f * x.shape[0]))
+        if n_val >= x.shape[0]:
+            raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training "
+                             f"rows")
+        order = _rng(seed, 1).permutation(x.shape[0])
+        val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+        x_val, y_val = x[val_rows], y[val_rows]
+        x, y = np.ascontiguousarray(x[train_rows]), np.ascontiguousarray(y[train_rows])
 
-    def run(start, stop):
-        if whole_loop:
-            variant.train_loop(params, x, y, lr, losses[start:stop])
-        else:
-            for t in range(start, stop):
-                losses[t] = step(params, x, y, lr)
-        if callback is not None:
-            for t in range(start, stop):
-                callback(t, float(losses[t]))
+    m = x.shape[0]
+    batch = m if batch_size is None else min(_positive_int(batch_size, "batch_size"), m)
+    per_epoch = -(-m // batch)
+    total = _positive_int(iters, "iters") if iters is not None else \
+        _positive_int(epochs, "epochs") * per_epoch
+    every = None if checkpoint_every is None else _positive_int(checkpoint_every,
+                                                                "checkpoint_every")
+    patience = _positive_int(patience, "patience")
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
+        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
 
-    t0 = time.perf_counter()
-    run(0, 1)
-    first = time.perf_counter() - t0
-    burst = callback_every if callback is not None else iters
-    for start in range(1, iters, burst):
-        run(start, min(iters, start + burst))
-    seconds = time.perf_counter() - t0
-    return TrainResult(params, losses, variant.name, params.dtype, seconds, first)
+    config = dict(seed=seed, batch=batch, n_samples=m, loss=loss, shuffle=bool(shuffle),
+                  validation=None if x_val is None else int(x_val.shape[0]),
+                  early_stopping=bool(early_stopping), patience=patience, tol=float(tol))
+    run = _Run(variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total, config,
+               whole_loop and opt.is_plain_sgd)
+    if resumed is not None:
+        run.restore(resumed, resume)
+    run.execute(callback, callback_every, checkpoint, every, progress)
+    result = run.result()
+    if result.diverged:
+        t = result.diverged_at
+        msg = (f"training diverged at step {t} (epoch {t // per_epoch}): the loss is "
+               f"{result.losses[t]}; stopped there, keeping {run.kept}.  Try a smaller learning "
+               f"rate than lr={opt.lr:g}.")
+        if on_divergence == "raise":
+            raise DivergenceError(msg, result)
+        warnings.warn(msg, DivergenceWarning, stacklevel=2)
+    return result
 
+
+def _n_outputs(y, loss) -> int:
+    if loss == "softmax":
+        arr = np.asarray(y)
+        if arr.ndim == 1 and arr.dtype.kind in "iu" and arr.size:
+            return int(arr.max()) + 1
+        if arr.ndim == 2:
+            return arr.shape[1]
+        raise TypeError("y: loss='softmax' takes integer class labels (m,) or (m, k) target rows")
+    y = as_numeric_array(y, "y", np.float64)
+    return y.shape[1] if y.ndim == 2 else 1  # check_targets rejects any other shape
+
+
+class _Run:
+    """The state of one training run, so that a checkpoint can capture it and ``restore`` can
+    bring it back exactly."""
+
+    def __init__(self, variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total,
+                 config, fused_sgd):
+        self.variant, self.kind, self.loss, self.opt = variant, kind, loss, opt
+        self.params, self.x, self.y, self.x_val, self.y_val = params, x, y, x_val, y_val
+        self.batch, self.total, self.config = batch, total, config
+        self.fused_sgd = fused_sgd
+        self.m = x.shape[0]
+        self.per_epoch = -(-self.m // batch)
+        self.losses = np.full(total, np.nan)
+        self.step = 0
+        self.epoch_losses: list[float] = []
+        self.val_losses: list[float] = []
+        self.best = math.inf
+        self.best_epoch: Optional[int] = None
+        self.best_params: Optional[Params] = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.diverged_at: Optional[int] = None
+        self.kept = "the parameters of the last finite step"
+        self.snapshot = params.copy()
+        self.snapshot_step = 0
+        self.grads = None if fused_sgd and opt.is_plain_sgd else \
+            Params(*(np.empty_like(p) for p in params))
+        shuffled = config["shuffle"] and self.per_epoch > 1
+        self.xs = np.empty_like(x) if shuffled else x
+        self.ys = np.empty_like(y) if shuffled else y
+        self.data_epoch = -1 if shuffled else None
+        self.seconds = 0.0
+        self.first = 0.0
+
+    # --- checkpoints ---
+
+    def save(self, path):
+        meta = dict(self.config, epoch_losses=self.epoch_losses, val_losses=self.val_losses,
+                    best=self.best if math.isfinite(self.best) else None,
+                    best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
+                    stopped_early=self.stopped_early)
+        opt = dict(self.opt.hyperparameters(), t=self.opt.t)
+        extra = {"best": self.best_params} if self.best_params is not None else {}
+        ckpt_io.save(path, ckpt_io.Checkpoint(self.params, self.step, self.losses[:self.step],
+                                              opt, dict(self.opt.state), meta, extra))
+
+    def restore(self, ck: ckpt_io.Checkpoint, path):
+        meta = ck.meta
+        for key, value in self.config.items():
+            if meta.get(key) != value:
+                raise ValueError(f"resume: checkpoint {path!r} was written with {key}="
+                                 f"{meta.get(key)!r}, this run has {key}={value!r}")
+        hyper = self.opt.hyperparameters()
+        for key, value in hyper.items():
+            if ck.optimizer.get(key) != value:
+                raise ValueError(f"resume: checkpoint {path!r} was written with optimizer "
+                                 f"{key}={ck.optimizer.get(key)!r}, this run has {value!r}")
+        if ck.step > self.total:
+            raise ValueError(f"resume: checkpoint {path!r} is at step {ck.step}, past this run's "
+                             f"{self.total} steps")
+        self.step = ck.step
+        self.losses[:ck.step] = ck.losses
+        self.opt.t = int(ck.optimizer.get("t", 0))
+        self.opt.state = {k: v.copy() for k, v in ck.optimizer_state.items()}
+        self.epoch_losses = list(meta.get("epoch_losses", []))
+        self.val_losses = list(meta.get("val_losses", []))
+        self.best = meta.get("best") if meta.get("best") is not None else math.inf
+        self.best_epoch = meta.get("best_epoch")
+        self.bad_epochs = int(meta.get("bad_epochs", 0))
+        self.stopped_early = bool(meta.get("stopped_early", False))
+        if "best" in ck.extra:
+            self.best_params = ck.extra["best"].copy()
+        self.snapshot = self.params.copy()
+        self.snapshot_step = self.step
+
+    # --- the loop ---
+
+    def _epoch_data(self, epoch):
+        """This epoch's rows, in this epoch's order: one gather per epoch, so every minibatch is
+        a contiguous block (no per-batch copies)."""
+        if self.data_epoch is None:
+            return self.x, self.y
+        if self.data_epoch != epoch:
+            order = reference.epoch_order(self.config["seed"], epoch, self.m)
+            np.take(self.x, order, axis=0, out=self.xs)
+            np.take(self.y, order, axis=0, out=self.ys)
+            self.data_epoch = epoch
+        return self.xs, self.ys
+
+    def _run_steps(self, start, stop) -> int:
+        """Steps ``start .. stop-1`` (within one epoch); returns the number taken."""
+        epoch = start // self.per_epoch
+        xs, ys = self._epoch_data(epoch)
+        block = start % self.per_epoch
+        out = self.losses[start:stop]
+        if self.fused_sgd:
+            return self.variant.train_loop(self.params, xs, ys, self.opt.lr, out, self.kind,
+                                           self.batch, block)
+        if self.opt.is_plain_sgd:
+            return kernels.step_loop(self.variant, self.params, xs, ys, self.opt.lr, out,
+                                     self.kind, self.batch, block)
+        for t in range(stop - start):
+            s = (block + t) * self.batch
+            value, _ = self.variant.loss_and_grads(self.params, xs[s:s + self.batch],
+                                                   ys[s:s + self.batch], self.kind, self.grads)
+            if not np.isfinite(value):
+                out[t] = value
+                return t + 1
+            out[t] = value + self.opt.step(self.params, self.grads)
+        return stop - start
+
+    def _val_loss(self) -> float:
+        z2 = self.variant.predict(self.params, self.x_val)
+        return reference.output_loss(z2, self.y_val, self.loss)[0] + self.opt.penalty(self.params)
+
+    def _end_epoch(self, epoch):
+        first = epoch * self.per_epoch
+        self.epoch_losses.append(float(np.mean(self.losses[first:first + self.per_epoch])))
+        monitored = self.epoch_losses[-1]
+        if self.x_val is not None:
+            self.val_losses.append(float(self._val_loss()))
+            monitored = self.val_losses[-1]
+        if self.config["early_stopping"]:
+            if monitored < self.best - self.config["tol"]:
+                self.best, self.best_epoch, self.bad_epochs = monitored, epoch, 0
+                self.best_params = self.params.copy()
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs >= self.config["patience"]:
+                    self.stopped_early = True
+        if self.step - self.snapshot_step >= min(self.per_epoch, SNAPSHOT_STEPS):
+            self.snapshot = self.params.copy()
+            self.snapshot_step = self.step
+
+    def execute(self, callback, callback_every, checkpoint, every, progress):
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total, initial=self.step, unit="step", leave=True,
+                       desc=f"{self.variant.name}")
+        # Epoch-end work (curves, validation, early stopping) runs between chunks; in full-batch
+        # runs without it, many steps (epochs of one step) run per chunk.
+        needs_epochs = self.x_val is not None or self.config["early_stopping"]
+        bulk = self.per_epoch == 1 and not needs_epochs
+        burst = callback_every if callback is not None else self.total
+        if bar is not None:
+            burst = min(burst, max(1, self.total // 100))
+        t0 = time.perf_counter()
+        while self.step < self.total and not self.stopped_early:
+            start = self.step
+            epoch = start // self.per_epoch
+            stop = min(self.total, (epoch + 1) * self.per_epoch)
+            if bulk:
+                stop = min(self.total, start + burst)
+            if start == 0:
+                stop = 1  # alone, so first_step_seconds isolates compile/cache-load time
+            elif callback is not None:
+                stop = min(stop, start + callback_every - (start - 1) % callback_every)
+            if every is not None:
+                stop = min(stop, (start // every + 1) * every)
+            done = self._run_steps(start, stop)
+            if start == 0:
+                self.first = time.perf_counter() - t0
+            self.step = start + done
+            if not np.isfinite(self.losses[self.step - 1]):
+                self.step -= 1  # the failed step made no update
+                self.diverged_at = self.step
+                self.losses = self.losses[:self.step + 1]
+                if not all(np.isfinite(p).all() for p in self.params):
+                    for p, s in zip(self.params, self.snapshot):
+                        p[...] = s
+                    self.kept = (f"the parameters after step {self.snapshot_step} (the last "
+                                 f"finite snapshot; later ones were no longer finite)")
+                break
+            if callback is not None:
+                for t in range(start, self.step):
+                    callback(t, float(self.losses[t]))
+            if bulk:
+                self.epoch_losses.extend(self.losses[start:self.step].tolist())
+                if self.step - self.snapshot_step >= SNAPSHOT_STEPS:
+                    self.snapshot = self.params.copy()
+                    self.snapshot_step = self.step
+            elif self.step % self.per_epoch == 0:  # complete epochs only (resume-safe)
+                self._end_epoch((self.step - 1) // self.per_epoch)
+            if checkpoint is not None and (every is not None and self.step % every == 0):
+                self.save(checkpoint)
+            if bar is not None:
+                bar.update(self.step - start)
+                post = {"loss": f"{self.losses[self.step - 1]:.4g}"}
+                if self.val_losses:
+                    post["val"] = f"{self.val_losses[-1]:.4g}"
+                bar.set_postfix(post, refresh=False)
+        self.seconds = time.perf_counter() - t0
+        if self.diverged_at is None:
+            self.losses = self.losses[:self.step]
+        if self.stopped_early and self.best_params is not None:
+            for p, b in zip(self.params, self.best_params):
+                p[...] = b
+        if checkpoint is not None:
+            self.save(checkpoint)
+        if bar is not None:
+            bar.close()
+
+    def result(self) -> TrainResult:
+        return TrainResult(self.params, self.losses, self.variant.name, self.params.dtype,
+                           self.seconds, self.first, np.array(self.epoch_losses, np.float64),
+                           np.array(self.val_losses, np.float64), self.per_epoch,
+                           self.config["seed"], self.diverged_at, self.stopped_early,
+                           self.best_epoch, self.opt)
