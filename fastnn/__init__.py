@@ -7,12 +7,23 @@ numpy reference (``fastnn.reference``).
 from . import kernels, reference
 from ._config import get_num_threads, set_num_threads
 from .api import loss_and_grads, predict, sgd_step
+from .optim import Optimizer
 from .params import Params, init_params
 from .trainer import DivergenceError, DivergenceWarning, TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DivergenceError", "DivergenceWarning", "Params", "TrainResult", "get_num_threads", "init_params", "kernels", "loss_and_grads",
+    "DivergenceError", "DivergenceWarning", "MLPClassifier", "MLPRegressor", "Optimizer",
+    "Params", "TrainResult", "get_num_threads", "init_params", "kernels", "loss_and_grads",
     "predict", "reference", "set_num_threads", "sgd_step", "train", "__version__",
 ]
+
+
+def __getattr__(name):
+    # The estimators load scikit-learn's base classes when it is installed (~1 s): only on use.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")

@@ -98,7 +98,7 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffle=True, lr,
+def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffle=True, lr=None,
           loss="squared", optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
           beta2=0.999, eps=1e-8, alpha=0.0, validation_data=None, validation_fraction=None,
           early_stopping=False, patience=10, tol=1e-4, init="he", seed=None,
@@ -118,7 +118,9 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     ``result.seed``).
 
     Optimiser: ``optimizer="sgd"`` (``momentum``, ``nesterov``) or ``"adam"`` (``beta1``,
-    ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``).  Plain
+    ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``); or an
+    ``Optimizer`` object, whose hyperparameters and state are used and updated (to continue a
+    run: the estimators' ``partial_fit``).  Plain
     SGD is fused into the kernels' step; the others run as one fused update pass after the
     gradients.
 
@@ -153,8 +155,13 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
         raise TypeError("train: pass exactly one of iters (steps) or epochs")
     if on_divergence not in ("warn", "raise"):
         raise ValueError(f"on_divergence: expected 'warn' or 'raise', got {on_divergence!r}")
-    opt = Optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
-                    beta1=beta1, beta2=beta2, eps=eps)
+    if isinstance(optimizer, Optimizer):  # continue with its hyperparameters and state
+        opt = optimizer
+    else:
+        if lr is None:
+            raise TypeError("train: pass lr (the learning rate)")
+        opt = Optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
+                        beta1=beta1, beta2=beta2, eps=eps)
     if whole_loop is None:
         whole_loop = variant.train_loop is not None
     elif whole_loop and variant.train_loop is None:
@@ -365,7 +372,7 @@ class _Run:
             return kernels.step_loop(self.variant, self.params, xs, ys, self.opt.lr, out,
                                      self.kind, self.batch, block)
         for t in range(stop - start):
-            s = (block + t) * self.batch
+            s = ((block + t) % self.per_epoch) * self.batch  # bulk runs wrap (one block)
             value, _ = self.variant.loss_and_grads(self.params, xs[s:s + self.batch],
                                                    ys[s:s + self.batch], self.kind, self.grads)
             if not np.isfinite(value):

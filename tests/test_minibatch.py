@@ -182,3 +182,17 @@ def test_bad_training_arguments(kw, err, match):
     x, y = _data()
     with pytest.raises(err, match=match):
         fastnn.train(x, y, hidden=4, lr=0.1, **kw)
+
+
+@pytest.mark.parametrize("kernel", VARIANTS)
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
+def test_full_batch_iters_match_the_reference_loop(kernel, opt):
+    """Full-batch runs take many steps per chunk: each must use all the rows."""
+    x, y = _data()
+    params = fastnn.init_params(7, 11, 3, seed=4)
+    lr = 0.01
+    res = fastnn.train(x, y, params=params, iters=6, lr=lr, seed=9, kernel=kernel, **opt)
+    ref, ref_losses = _reference_run(x, y, params, "squared", opt, lr, 6, None, 9)
+    np.testing.assert_allclose(res.losses, ref_losses, rtol=1e-12)
+    for p, r in zip(res.params, ref):
+        np.testing.assert_allclose(p, r, rtol=0, atol=1e-12 * np.abs(r).max())
