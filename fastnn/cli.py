@@ -37,37 +37,68 @@ def _build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train", help="train the two-layer network (default: the seed's experiment)",
-        description="Full-batch SGD on random standard-normal data (the seed's experiment: "
-                    "m=64, n=1000, hidden=100, out=10, standard-normal init, lr=1e-5, 100 "
-                    "iterations) or on the arrays x and y of an .npz file (--data).")
+        description="Train on random standard-normal data (the seed's experiment: m=64, n=1000, "
+                    "hidden=100, out=10, standard-normal init, full-batch SGD, lr=1e-5, 100 "
+                    "iterations), on your own data (--data FILE.npz or FILE.csv) or on "
+                    "scikit-learn's digits (--dataset digits).")
     e = SEED_EXPERIMENT
     t.add_argument("--m", type=_positive, default=e["m"], help="samples (default %(default)s)")
     t.add_argument("--n", type=_positive, default=e["n"], help="input features (default %(default)s)")
     t.add_argument("--hidden", type=_positive, default=e["hidden"],
                    help="hidden units (default %(default)s)")
     t.add_argument("--out", type=_positive, default=e["out"], help="outputs (default %(default)s)")
-    t.add_argument("--iters", type=_positive, default=e["iters"],
-                   help="SGD steps (default %(default)s)")
-    t.add_argument("--lr", type=float, default=e["lr"], help="learning rate (default %(default)s)")
-    t.add_argument("--seed", type=int, default=0, help="random seed for data and init "
-                   "(default %(default)s)")
-    t.add_argument("--init", choices=["normal", "he"], default="normal",
-                   help="parameter init; 'normal' is the seed's N(0, 1) (default %(default)s)")
+    t.add_argument("--iters", type=_positive, default=None,
+                   help=f"steps (default {e['iters']} full-batch steps unless --epochs is given)")
+    t.add_argument("--epochs", type=_positive, default=None, help="passes over the data")
+    t.add_argument("--batch-size", type=_positive, default=None,
+                   help="minibatch rows (default: the whole set)")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {e['lr']} for the seed's experiment, 0.01 for "
+                        f"sgd and 0.001 for adam on data)")
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                   help="(default %(default)s)")
+    t.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
+    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    t.add_argument("--alpha", type=float, default=0.0, help="L2 weight decay (default 0)")
+    t.add_argument("--seed", type=int, default=0, help="random seed for data, init, shuffling "
+                   "and splits (default %(default)s)")
+    t.add_argument("--init", choices=["normal", "he"], default=None,
+                   help="parameter init; 'normal' is the seed's N(0, 1) (default: normal for the "
+                        "seed's experiment, he on data)")
     t.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="compute dtype (default %(default)s)")
     t.add_argument("--kernel", choices=kernels.available(), default=kernels.DEFAULT,
                    help="kernel variant (default %(default)s)")
     t.add_argument("--threads", type=_positive, default=None,
                    help="threads for Numba and BLAS together (default: all cores)")
-    t.add_argument("--data", metavar="FILE.npz",
-                   help="train on arrays 'x' (m, n) and 'y' (m, k) or (m,) from this file; "
-                        "--m, --n and --out are then taken from it")
-    t.add_argument("--plot", metavar="FILE.png", help="save the learning curve (needs matplotlib)")
+    t.add_argument("--data", metavar="FILE",
+                   help="train on your data: .npz with arrays 'x' (m, n) and 'y', or .csv with a "
+                        "header row and the label column named by --target")
+    t.add_argument("--target", default="y", help="the label column of a .csv (default %(default)s)")
+    t.add_argument("--task", choices=["regress", "classify"], default=None,
+                   help="regress: squared error; classify: softmax cross-entropy over the labels "
+                        "in y, reports accuracy (default: regress, classify for --dataset)")
+    t.add_argument("--dataset", choices=["digits"],
+                   help="scikit-learn's bundled digits (needs scikit-learn): 80/20 split, "
+                        "reports test accuracy")
+    t.add_argument("--validation-fraction", type=float, default=None,
+                   help="hold out this fraction of the rows; its loss is shown per epoch")
+    t.add_argument("--early-stopping", action="store_true",
+                   help="stop when the validation loss stops improving (--patience epochs)")
+    t.add_argument("--patience", type=_positive, default=10, help="(default %(default)s)")
+    t.add_argument("--checkpoint", metavar="FILE.npz",
+                   help="save params, optimiser state and position here (atomically)")
+    t.add_argument("--checkpoint-every", type=_positive, default=None, metavar="N",
+                   help="... every N steps (and at the end)")
+    t.add_argument("--resume", metavar="FILE.npz",
+                   help="continue from this checkpoint (same data and settings)")
+    t.add_argument("--plot", metavar="FILE.png",
+                   help="save the training (and validation) curves (needs matplotlib)")
     t.add_argument("--python-loop", action="store_true",
                    help="call the step from Python each iteration instead of running the "
                         "iterations inside one compiled call (the whole-loop mode, default where "
                         "the kernel has one)")
-    t.add_argument("--quiet", action="store_true", help="print only the summary")
+    t.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary")
 
     b = sub.add_parser("bench", help="time kernel variants against a careful numpy step",
                        description="Paired timing of each kernel's SGD step against a careful "
@@ -108,7 +139,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_data(path: str):
+def _load_data(path: str, target: str):
+    """``(x, y)`` from an .npz (arrays x, y) or a .csv (header row; ``target`` is the label
+    column, every other column a numeric feature)."""
+    if path.lower().endswith(".csv"):
+        return _load_csv(path, target)
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [name for name in ("x", "y") if name not in f.files]
@@ -120,8 +155,56 @@ def _load_data(path: str):
         raise SystemExit(f"fastnn train: --data {path}: cannot read it as .npz ({exc})") from None
 
 
+def _load_csv(path: str, target: str):
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"fastnn train: --data {path}: cannot read it ({exc})") from None
+    rows = [r for r in rows if r]
+    if len(rows) < 2:
+        raise SystemExit(f"fastnn train: --data {path}: expected a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    if target not in header:
+        raise SystemExit(f"fastnn train: --data {path}: no column {target!r} (--target); "
+                         f"columns: {', '.join(header)}")
+    col = header.index(target)
+    body = rows[1:]
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    if bad:
+        raise SystemExit(f"fastnn train: --data {path}: line {bad[0]} has a different number of "
+                         f"fields than the header")
+    labels = np.array([r[col].strip() for r in body])
+    try:
+        x = np.array([[float(v) for i, v in enumerate(r) if i != col] for r in body])
+    except ValueError as exc:
+        raise SystemExit(f"fastnn train: --data {path}: feature columns must be numbers ({exc})"
+                         ) from None
+    if x.shape[1] == 0:
+        raise SystemExit(f"fastnn train: --data {path}: no feature columns besides {target!r}")
+    try:
+        y = labels.astype(np.float64)
+    except ValueError:
+        y = labels  # text labels: only a classification target
+    return x, y
+
+
+def _digits(seed):
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise SystemExit("fastnn train: --dataset digits needs scikit-learn: "
+                         "pip install 'fastnn[sklearn]' (or pip install scikit-learn)") from None
+    x, y = load_digits(return_X_y=True)
+    return train_test_split(x / 16.0, y, test_size=0.2, random_state=seed, stratify=y)
+
+
 def _train(args) -> int:
     import fastnn
+    from .reference import output_loss
 
     if args.plot is not None:
         try:
@@ -132,8 +215,14 @@ def _train(args) -> int:
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
     dtype = np.dtype(args.dtype)
-    if args.data is not None:
-        x, y = _load_data(args.data)
+    on_data = args.data is not None or args.dataset is not None
+    task = args.task or ("classify" if args.dataset else "regress")
+    x_test = y_test = None
+    if args.dataset == "digits":
+        x, x_test, y, y_test = _digits(args.seed)
+        source = "scikit-learn digits, 80/20 split"
+    elif args.data is not None:
+        x, y = _load_data(args.data, args.target)
         source = args.data
     else:
         rng = np.random.default_rng(args.seed)
@@ -141,30 +230,68 @@ def _train(args) -> int:
         y = rng.standard_normal((args.m, args.out)).astype(dtype)
         source = "random N(0, 1) (the seed's experiment)"
 
-    every = max(1, args.iters // 10)
+    classes = None
+    if task == "classify":
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise SystemExit(f"fastnn train: --task classify needs one label per row, got y of "
+                             f"shape {y.shape}")
+        classes, y = np.unique(y, return_inverse=True)
+        if y_test is not None:
+            y_test = np.searchsorted(classes, y_test)
+    elif np.asarray(y).dtype.kind not in "biuf":
+        raise SystemExit("fastnn train: the labels are text; use --task classify")
 
-    def report(t, loss):
-        if t % every == 0 or t == args.iters - 1:
-            print(f"iter {t:6d}  loss {loss:.6g}", flush=True)
-
+    lr = args.lr
+    if lr is None:
+        lr = (1e-3 if args.optimizer == "adam" else 0.01) if on_data else SEED_EXPERIMENT["lr"]
+    iters, epochs = args.iters, args.epochs
+    if iters is None and epochs is None:
+        iters = SEED_EXPERIMENT["iters"]
+    init = args.init or ("he" if on_data else "normal")
+    opt = dict(optimizer=args.optimizer, alpha=args.alpha)
+    if args.optimizer == "sgd":
+        opt.update(momentum=args.momentum, nesterov=args.nesterov)
     try:
-        result = fastnn.train(x, y, hidden=args.hidden, iters=args.iters, lr=args.lr,
-                              init=args.init, seed=args.seed, kernel=args.kernel, dtype=dtype,
-                              callback=None if args.quiet else report, callback_every=every,
-                              whole_loop=False if args.python_loop else None)
+        result = fastnn.train(
+            x, y, hidden=args.hidden, iters=iters, epochs=epochs, batch_size=args.batch_size,
+            lr=lr, loss="softmax" if task == "classify" else "squared", init=init,
+            seed=args.seed, kernel=args.kernel, dtype=dtype,
+            validation_fraction=args.validation_fraction, early_stopping=args.early_stopping,
+            patience=args.patience, checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every, resume=args.resume,
+            progress=not args.quiet, whole_loop=False if args.python_loop else None, **opt)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn train: {exc}") from None
     n, h, k = result.params.shape
     m = np.shape(x)[0]
     print(f"data        {source}: m={m}, n={n}, hidden={h}, out={k}")
-    print(f"loss        first {result.losses[0]:.6g}, last {result.losses[-1]:.6g}")
+    print(f"loss        first {result.losses[0]:.6g}, last {result.losses[-1]:.6g} "
+          f"({result.n_steps} steps, {result.n_epochs} epochs)")
+    if len(result.val_losses):
+        print(f"validation  loss {result.val_losses[-1]:.6g} (best {result.val_losses.min():.6g}"
+              f"{', stopped early' if result.stopped_early else ''})")
+    if classes is not None:
+        acc = np.mean(np.argmax(fastnn.predict(result.params, x, kernel=args.kernel), 1) == y)
+        print(f"accuracy    train {acc:.4f}")
+        if x_test is not None:
+            z = fastnn.predict(result.params, x_test, kernel=args.kernel)
+            print(f"accuracy    test {np.mean(np.argmax(z, 1) == y_test):.4f} "
+                  f"({len(y_test)} held-out samples)")
+    elif x_test is not None:
+        z = fastnn.predict(result.params, x_test, kernel=args.kernel)
+        print(f"test loss   {output_loss(z, np.asarray(y_test, z.dtype).reshape(z.shape))[0]:.6g}")
     print(f"time/iter   {result.seconds_per_iter * 1e6:.1f} us (first step, with compile or "
           f"cache load: {result.first_step_seconds:.3f} s)")
     print(f"kernel      {result.kernel}, dtype {result.dtype}, threads {fastnn.get_num_threads()}")
+    if result.diverged:
+        print(f"diverged    at step {result.diverged_at}; kept the last finite parameters")
+    if args.checkpoint:
+        print(f"checkpoint  {args.checkpoint}")
     if args.plot is not None:
-        _plot(result.losses, args.plot, f"fastnn: kernel={result.kernel}, {result.dtype}")
+        _plot(result, args.plot, f"fastnn: kernel={result.kernel}, {result.dtype}")
         print(f"plot        {args.plot}")
-    return 0
+    return 1 if result.diverged else 0
 
 
 def _tune(args) -> int:
@@ -199,17 +326,29 @@ def _tune(args) -> int:
     return 0
 
 
-def _plot(losses, path: str, title: str) -> None:
+def _plot(result, path: str, title: str) -> None:
+    """Training loss per step, per epoch (when epochs hold several steps) and validation loss
+    per epoch, against the step count."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(np.arange(len(losses)), losses)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss  (1/m) sum (z2 - y)^2")
-    ax.set_yscale("log" if np.all(losses > 0) else "linear")
+    losses = result.losses[np.isfinite(result.losses)]
+    per = result.steps_per_epoch
+    ax.plot(np.arange(len(losses)), losses, lw=0.8, alpha=0.5 if per > 1 else 1.0,
+            label="training (per step)")
+    ends = per * np.arange(1, result.n_epochs + 1) - 1
+    if per > 1 and result.n_epochs:
+        ax.plot(ends, result.epoch_losses, "o-", ms=3, label="training (epoch mean)")
+    if len(result.val_losses):
+        ax.plot(ends[:len(result.val_losses)], result.val_losses, "s-", ms=3, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if losses.size and np.all(losses > 0):
+        ax.set_yscale("log")
+    ax.legend()
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -103,3 +103,69 @@ def test_bench_small(tmp_path):
 def test_bench_bad_shape():
     res = _run("bench", "--shapes", "3x4")
     assert res.returncode != 0 and "MxNxHxK" in res.stderr
+
+
+def test_train_csv_classify_with_text_labels(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 3))
+    names = np.array(["cat", "dog"])[(x[:, 0] > 0).astype(int)]
+    path = tmp_path / "d.csv"
+    lines = ["a,label,b,c"] + [f"{r[0]},{n},{r[1]},{r[2]}" for r, n in zip(x, names)]
+    path.write_text("\n".join(lines) + "\n")
+    assert cli.main(["train", "--data", str(path), "--target", "label", "--task", "classify",
+                     "--hidden", "16", "--epochs", "60", "--batch-size", "16", "--optimizer",
+                     "adam", "--lr", "0.01", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "m=60, n=3, hidden=16, out=2" in out
+    acc = float(out.split("accuracy    train ")[1].split()[0])
+    assert acc > 0.9
+
+
+def test_train_csv_problems(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(SystemExit, match="no column 'y'"):
+        cli.main(["train", "--data", str(path)])
+    path.write_text("a,y\n1,cat\n3,dog\n")
+    with pytest.raises(SystemExit, match="--task classify"):
+        cli.main(["train", "--data", str(path), "--hidden", "2", "--iters", "1"])
+    path.write_text("a,y\nx,1\n3,2\n")
+    with pytest.raises(SystemExit, match="must be numbers"):
+        cli.main(["train", "--data", str(path)])
+
+
+def test_train_digits_reports_test_accuracy(capsys):
+    pytest.importorskip("sklearn")
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "30", "--batch-size", "64",
+                     "--optimizer", "adam", "--dtype", "float32", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("accuracy    test ")[1].split()[0]) > 0.93
+
+
+def test_train_checkpoint_and_resume(tmp_path, capsys):
+    ck = tmp_path / "ck.npz"
+    common = ["train", "--m", "40", "--n", "5", "--hidden", "6", "--out", "2", "--batch-size",
+              "8", "--lr", "0.01", "--quiet"]
+    assert cli.main(common + ["--epochs", "2", "--checkpoint", str(ck),
+                              "--checkpoint-every", "3"]) == 0
+    assert cli.main(common + ["--epochs", "4", "--resume", str(ck), "--checkpoint",
+                              str(tmp_path / "end.npz")]) == 0
+    assert cli.main(common + ["--epochs", "4", "--checkpoint", str(tmp_path / "full.npz")]) == 0
+    from fastnn.checkpoint import load
+
+    a, b = load(tmp_path / "end.npz"), load(tmp_path / "full.npz")
+    assert a.step == b.step == 20
+    for p, q in zip(a.params, b.params):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_train_epochs_plot_with_validation(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curve.png"
+    res = _run("train", "--m", "50", "--n", "4", "--hidden", "5", "--out", "1", "--epochs", "5",
+               "--batch-size", "10", "--lr", "0.01", "--validation-fraction", "0.2", "--plot",
+               str(png))
+    assert res.returncode == 0, res.stderr
+    assert "validation  loss" in res.stdout
+    assert "step/s" in res.stderr  # the progress bar
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
