@@ -127,6 +127,26 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (matplotlib)")
     b.add_argument("--json", metavar="FILE", help="write the full report as JSON")
 
+    bt = sub.add_parser("bench-train", help="time whole training runs against numpy and "
+                        "scikit-learn", description=(
+                            "Paired timings of (epoch) one epoch of minibatch training against "
+                            "the same loop in careful numpy, and (digits) MLPClassifier.fit "
+                            "against scikit-learn's on its digits data, with both accuracies."))
+    bt.add_argument("--benches", default="epoch,digits", help="(default %(default)s)")
+    bt.add_argument("--shape", default="8192x784x512x10",
+                    help="rows x features x hidden x classes of the epoch bench "
+                         "(default %(default)s)")
+    bt.add_argument("--batch-size", type=_positive, default=128, help="(default %(default)s)")
+    bt.add_argument("--dtype", default="float32", help="(default %(default)s)")
+    bt.add_argument("--kernels", default=kernels.DEFAULT, help="comma-separated "
+                    "(default %(default)s)")
+    bt.add_argument("--threads", type=_positive, default=None,
+                    help="threads for Numba and BLAS together (default: all cores)")
+    bt.add_argument("--rounds", type=_positive, default=7, help="(default %(default)s)")
+    bt.add_argument("--digits-epochs", type=_positive, default=100, help="(default %(default)s)")
+    bt.add_argument("--settle", type=float, default=0.15, help="(as for bench)")
+    bt.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+
     u = sub.add_parser("tune", help="measure which kernel `auto` should run, and remember it",
                        description="For each shape and dtype, time the candidate kernels "
                                    "(fastnn.autotune.CANDIDATES) and store the fastest in the "
@@ -413,6 +433,10 @@ def main(argv=None) -> int:
         from . import bench
 
         return bench.main(args)
+    if args.command == "bench-train":
+        from . import bench_training
+
+        return bench_training.main(args)
     if args.command == "tune":
         return _tune(args)
     print("\n".join(info_lines()))

@@ -70,7 +70,30 @@ class Optimizer:
         self.beta2 = _real(beta2, "beta2", 0.0, 1.0, high_open=True)
         self.eps = _real(eps, "eps", 0.0, low_open=True)
         self.t = 0
-        self.state: dict[str, Params] = {}
+        # State lives in one flat buffer per kind (all four params' entries back to back), so a
+        # compiled training loop takes it as one array; ``state`` shows it as Params of views.
+        self._flat: dict[str, np.ndarray] = {}
+        self._shapes: list[tuple] = []
+
+    @property
+    def state(self) -> dict[str, Params]:
+        """State name -> ``Params`` of arrays shaped like the params (views of the buffers)."""
+        return {key: self._views(flat) for key, flat in self._flat.items()}
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._flat = {}
+        for key, ps in value.items():
+            self._shapes = [tuple(np.shape(p)) for p in ps]
+            self._flat[key] = np.concatenate([np.asarray(p).reshape(-1) for p in ps])
+
+    def _views(self, flat) -> Params:
+        out, start = [], 0
+        for shape in self._shapes:
+            size = int(np.prod(shape))
+            out.append(flat[start:start + size].reshape(shape))
+            start += size
+        return Params(*out)
 
     @property
     def is_plain_sgd(self) -> bool:
@@ -88,30 +111,36 @@ class Optimizer:
         return STATE[self.name]
 
     def _ensure_state(self, params: Params) -> None:
+        shapes = [p.shape for p in params]
         for key in self._needs_state():
-            if key not in self.state:
-                self.state[key] = Params(*(np.zeros_like(p, order="C") for p in params))
+            flat = self._flat.get(key)
+            if flat is None or flat.dtype != params.dtype or self._shapes != shapes:
+                self._shapes = shapes
+                self._flat[key] = np.zeros(sum(p.size for p in params), params.dtype)
+
+    def kernel_arguments(self, params: Params):
+        """``(kind, s1, s2, hyper)`` for ``kernels.optim``: the kind code, the flat state
+        buffers (empty arrays when unused) and the hyperparameters as an array of the params'
+        dtype, ``[lr, alpha, momentum, beta1, beta2, eps, 0]`` (so every caller, Python or
+        compiled, passes the same scalar types and gets the same bits)."""
+        self._ensure_state(params)
+        dt = params.dtype
+        keys = self._needs_state()
+        empty = np.empty(0, dt)
+        s1 = self._flat[keys[0]] if keys else empty
+        s2 = self._flat[keys[1]] if len(keys) > 1 else empty
+        hyper = np.array([self.lr, self.alpha, self.momentum, self.beta1, self.beta2, self.eps,
+                          0.0], dt)
+        kind = _kernel.ADAM if self.name == "adam" else _kernel.SGD
+        return kind, s1, s2, hyper
 
     def step(self, params: Params, grads: Params) -> float:
         """Update ``params`` in place (C-contiguous arrays) from ``grads``; returns the L2 term
         ``(alpha / 2) * (sum(w1**2) + sum(w2**2))`` of the params before the update."""
-        self._ensure_state(params)
+        kind, s1, s2, hyper = self.kernel_arguments(params)
         self.t += 1
-        dt = params.dtype.type
-        kind = _kernel.ADAM if self.name == "adam" else _kernel.SGD
-        keys = self._needs_state()
-        dummy = np.empty(0, params.dtype)
-        penalty = 0.0
-        for i, (p, g) in enumerate(zip(params, grads)):
-            s1 = self.state[keys[0]][i].reshape(-1) if keys else dummy
-            s2 = self.state[keys[1]][i].reshape(-1) if len(keys) > 1 else dummy
-            alpha = self.alpha if DECAYED[i] else 0.0
-            sq = _kernel.update(kind, p.reshape(-1), g.reshape(-1), s1, s2, dt(self.lr),
-                                dt(alpha), dt(self.momentum), self.nesterov, dt(self.beta1),
-                                dt(self.beta2), dt(self.eps), self.t)
-            if DECAYED[i]:
-                penalty += sq
-        return 0.5 * self.alpha * penalty
+        penalty = _kernel.update_all(kind, *params, *grads, s1, s2, hyper, self.nesterov, self.t)
+        return float(penalty)
 
     def reference_step(self, params: Params, grads: Params) -> float:
         """``step`` in plain numpy: the specification."""

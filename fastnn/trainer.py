@@ -144,8 +144,9 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     or pass ``params`` to continue from them (they are copied, never modified).  ``dtype``
     defaults to the params' dtype, else x's when it is float32/float64, else float64.
     ``callback(t, loss)`` is called for every step, in order, possibly in bursts of
-    ``callback_every``.  ``whole_loop``: run plain-SGD steps inside one compiled call per epoch or
-    burst (identical numbers); ``None`` uses it when the kernel has one.  ``progress``: a
+    ``callback_every``.  ``whole_loop``: run the steps inside one compiled call per epoch or burst
+    (identical numbers; plain SGD for every variant with ``train_loop``, the other optimisers
+    for those with ``train_loop_optim``); ``None`` uses it when the kernel has one.  ``progress``: a
     progress bar (tqdm) on stderr.
     """
     variant = kernels.get(kernel)
@@ -242,7 +243,7 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
                   validation=None if x_val is None else int(x_val.shape[0]),
                   early_stopping=bool(early_stopping), patience=patience, tol=float(tol))
     run = _Run(variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total, config,
-               whole_loop and opt.is_plain_sgd)
+               whole_loop)
     if resumed is not None:
         run.restore(resumed, resume)
     run.execute(callback, callback_every, checkpoint, every, progress)
@@ -275,11 +276,12 @@ class _Run:
     bring it back exactly."""
 
     def __init__(self, variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total,
-                 config, fused_sgd):
+                 config, whole_loop):
         self.variant, self.kind, self.loss, self.opt = variant, kind, loss, opt
         self.params, self.x, self.y, self.x_val, self.y_val = params, x, y, x_val, y_val
         self.batch, self.total, self.config = batch, total, config
-        self.fused_sgd = fused_sgd
+        self.whole_loop = whole_loop
+        self.fused_sgd = whole_loop and opt.is_plain_sgd and variant.train_loop is not None
         self.m = x.shape[0]
         self.per_epoch = -(-self.m // batch)
         self.losses = np.full(total, np.nan)
@@ -295,8 +297,7 @@ class _Run:
         self.kept = "the parameters of the last finite step"
         self.snapshot = params.copy()
         self.snapshot_step = 0
-        self.grads = None if fused_sgd and opt.is_plain_sgd else \
-            Params(*(np.empty_like(p) for p in params))
+        self.grads = None if opt.is_plain_sgd else Params(*(np.empty_like(p) for p in params))
         shuffled = config["shuffle"] and self.per_epoch > 1
         self.xs = np.empty_like(x) if shuffled else x
         self.ys = np.empty_like(y) if shuffled else y
@@ -368,6 +369,10 @@ class _Run:
         if self.fused_sgd:
             return self.variant.train_loop(self.params, xs, ys, self.opt.lr, out, self.kind,
                                            self.batch, block)
+        if self.whole_loop and self.variant.train_loop_optim is not None \
+                and not self.opt.is_plain_sgd:
+            return self.variant.train_loop_optim(self.params, xs, ys, self.opt, self.grads, out,
+                                                 self.kind, self.batch, block)
         if self.opt.is_plain_sgd:
             return kernels.step_loop(self.variant, self.params, xs, ys, self.opt.lr, out,
                                      self.kind, self.batch, block)

@@ -29,7 +29,9 @@ class Variant(NamedTuple):
     ``train_loop``, where present, runs up to ``len(losses)`` SGD steps in one compiled call (the
     whole-loop mode of ``train``) over consecutive row blocks of ``batch`` rows, starting at block
     ``start`` (``step_loop`` is the same loop in Python).  A step whose loss is not finite makes
-    no update and ends the loop."""
+    no update and ends the loop.  ``train_loop_optim(params, x, y, optimizer, grads, losses,
+    loss_kind, batch, start)``, where present, is the same with any ``fastnn.optim.Optimizer``
+    (gradients into ``grads``, then the optimiser's fused update), advancing its state."""
 
     name: str
     description: str
@@ -37,6 +39,7 @@ class Variant(NamedTuple):
     loss_and_grads: Callable
     sgd_step: Callable
     train_loop: Optional[Callable] = None
+    train_loop_optim: Optional[Callable] = None
 
 
 _REGISTRY: dict[str, Variant] = {}
@@ -44,8 +47,10 @@ _REGISTRY: dict[str, Variant] = {}
 DEFAULT = "fused"
 
 
-def _register(name, description, predict, loss_and_grads, sgd_step, train_loop=None):
-    _REGISTRY[name] = Variant(name, description, predict, loss_and_grads, sgd_step, train_loop)
+def _register(name, description, predict, loss_and_grads, sgd_step, train_loop=None,
+              train_loop_optim=None):
+    _REGISTRY[name] = Variant(name, description, predict, loss_and_grads, sgd_step, train_loop,
+                              train_loop_optim)
 
 
 def _reference_loss_and_grads(params, x, y, loss_kind=losses.SQUARED, grads=None):
@@ -71,7 +76,7 @@ _register("naive", "Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 a
 _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias via beta=1) and "
           "x.T@dz1 (update via alpha=-lr, beta=1), everything else in one fused row pass",
           variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step,
-          variants.fused_train_loop)
+          variants.fused_train_loop, variants.fused_train_loop_optim)
 
 _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
           "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "

@@ -40,6 +40,8 @@ def row_loss_grad(z, y, d, scale, loss_kind):
     The softmax is taken after subtracting the row's max and the log-sum-exp is computed in
     float64, so logits of 1e3 (or 1e30) give finite losses and exact-enough gradients: ``exp`` of
     a non-positive number never overflows, and the max term contributes exactly 1 to the sum.
+    ``exp(z_c - zmax)`` is stored in the dtype of ``d`` between the two passes (a float32 kernel
+    rounds it once more: one unit of float32 roundoff in the gradient).
     """
     k = z.shape[0]
     loss = 0.0
@@ -48,18 +50,23 @@ def row_loss_grad(z, y, d, scale, loss_kind):
         for c in range(1, k):
             if z[c] > zmax:
                 zmax = np.float64(z[c])
+        # One exp per entry: e_c = exp(z_c - zmax) replaces z_c in d, and the loss uses the
+        # shifted logits, sum_c y_c * (log(total) - (z_c - zmax)), which never holds the huge
+        # values themselves.
         total = 0.0
         ysum = 0.0
         for c in range(k):
-            total += np.exp(np.float64(z[c]) - zmax)
-            ysum += np.float64(y[c])
-        lse = zmax + np.log(total)
-        for c in range(k):
-            zc = np.float64(z[c])
+            zc = np.float64(z[c]) - zmax
             yc = np.float64(y[c])
-            if yc != 0.0:  # 0 * (lse - z) would be NaN for an infinite logit
-                loss += yc * (lse - zc)
-            d[c] = scale * (ysum * np.exp(zc - lse) - yc)
+            if yc != 0.0:  # 0 * (-inf) would be NaN for an infinitely negative logit
+                loss -= yc * zc
+            ysum += yc
+            e = np.exp(zc)
+            total += e
+            d[c] = e
+        loss += ysum * np.log(total)
+        for c in range(k):
+            d[c] = scale * (ysum * (np.float64(d[c]) / total) - np.float64(y[c]))
     else:
         for c in range(k):
             r = z[c] - y[c]

@@ -61,3 +61,33 @@ def update(kind, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, t):
         else:
             p[i] = w - lr * gi
     return sq
+
+
+@njit(**JIT_OPTIONS)
+def update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper, nesterov, t):
+    """``update`` for all four params; returns the L2 term ``(alpha/2) * (sum(w1**2) +
+    sum(w2**2))`` before the update.  ``s1``, ``s2``: flat state buffers holding the four
+    params' entries back to back (empty when the optimiser has no such state); ``hyper``:
+    ``[lr, alpha, momentum, beta1, beta2, eps, 0]`` in the params' dtype (biases get alpha = 0:
+    they are not decayed)."""
+    lr, alpha, mu, beta1, beta2, eps, zero = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4],
+                                              hyper[5], hyper[6])
+    sq = 0.0
+    start = 0
+    for i in range(4):
+        if i == 0:
+            p, g, decay = w1.reshape(w1.size), dw1.reshape(dw1.size), alpha
+        elif i == 1:
+            p, g, decay = b1, db1, zero
+        elif i == 2:
+            p, g, decay = w2.reshape(w2.size), dw2.reshape(dw2.size), alpha
+        else:
+            p, g, decay = b2, db2, zero
+        end = start + p.shape[0]
+        a = s1[start:end] if s1.shape[0] else s1
+        b = s2[start:end] if s2.shape[0] else s2
+        part = update(kind, p, g, a, b, lr, decay, mu, nesterov, beta1, beta2, eps, t)
+        if i == 0 or i == 2:
+            sq += part
+        start = end
+    return 0.5 * np.float64(alpha) * sq

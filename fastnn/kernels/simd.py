@@ -244,3 +244,44 @@ def vsplat_as(typingctx, x, arr):
         return _splat(builder, val, context.get_value_type(vt))
 
     return vt(x, arr), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """``a + b``, lane by lane."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of the lanes, as a scalar: a fixed tree (halves added pairwise), so the same
+    inputs always give the same bits."""
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        n = v.count
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                          list(range(n))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                          list(range(n, 2 * n))))
+            x = builder.fadd(lo, hi)
+        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def vkeep_where_positive(typingctx, g, a):
+    """``a > 0 ? g : 0`` lane by lane (the ReLU mask applied to a gradient)."""
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered(">", args[1], zero), args[0], zero)
+
+    return g(g, a), codegen

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ..params import Params
-from . import backward, blas, chunked, forward, fused, simd, tiled
+from . import backward, blas, chunked, forward, fused, rowpass, simd, tiled
 from .losses import SQUARED
 
 _local = threading.local()
@@ -129,7 +129,7 @@ def naive_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
 
 def _fused_scratch(m, h, k, dt):
     return (scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("w2t", (k, h), dt),
-            scratch("dw2t", (k, h), dt), scratch("d", (k,), dt))
+            scratch("dw2t", (k, h), dt), scratch("d", (rowpass.ROWS, k), dt))
 
 
 def fused_predict(params: Params, x):
@@ -170,6 +170,19 @@ def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=
     return fused.train_loop(blas.BACKEND, x, y, *params, dt.type(lr), loss_kind, batch, start,
                             losses, *_update_scratch(params), *_fused_scratch(batch, h, k, dt))
 
+
+
+def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
+                           batch=None, start=0):
+    """``train_loop`` with any ``fastnn.optim.Optimizer`` (its state and step count advance)."""
+    m, n, h, k = _sizes(params, x)
+    batch = m if batch is None else min(batch, m)
+    kind, s1, s2, hyper = optimizer.kernel_arguments(params)
+    done = fused.train_loop_optim(blas.BACKEND, x, y, *params, loss_kind, batch, start, losses,
+                                  *grads, *_fused_scratch(batch, h, k, params.dtype), kind, s1,
+                                  s2, hyper, optimizer.nesterov, optimizer.t)
+    optimizer.t += done - (0 if np.isfinite(losses[done - 1]) else 1)
+    return done
 
 
 # --- blas: chunks of hidden units over Numba's threads, one BLAS thread each ------------------------

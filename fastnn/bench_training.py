@@ -1,0 +1,217 @@
+"""``fastnn bench-train``: whole training runs against the same loop in numpy and against
+scikit-learn's MLPClassifier, paired as in ``fastnn.bench``.
+
+Two comparisons (the targets of the training issue):
+
+``epoch``   one epoch of minibatch training (default: an (8192, 784) float32 set, 512 hidden
+            units, 10 classes, softmax loss, batches of 128, plain SGD) by ``fastnn.train``
+            against ``NumpyEpoch``, the same epoch written carefully in numpy.
+``digits``  ``fastnn.MLPClassifier.fit`` against ``sklearn.neural_network.MLPClassifier.fit`` on
+            scikit-learn's digits (80/20 split, stratified), same hidden size, batch size,
+            epochs, solver (Adam, lr 1e-3), no L2 and no early stopping on either side; both
+            test accuracies are reported.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .bench import SETTLE, blas_peak, paired_ratio, step_flops
+
+EPOCH_SHAPE = (8192, 784, 512, 10)
+
+
+class NumpyEpoch:
+    """One epoch of minibatch SGD with softmax cross-entropy, written as a careful numpy user
+    would: the epoch's rows gathered once in shuffled order (so batches are contiguous slices),
+    preallocated buffers, ``np.matmul(..., out=)``, in-place updates."""
+
+    def __init__(self, x, labels, params, lr, batch, seed=0):
+        self.x, self.labels = x, labels
+        self.w1, self.b1, self.w2, self.b2 = [np.array(p, copy=True) for p in params]
+        self.lr, self.batch = x.dtype.type(lr), batch
+        self.rng = np.random.default_rng(seed)
+        m, n = x.shape
+        h, k = self.w1.shape[1], self.w2.shape[1]
+        dt = x.dtype
+        self.xs = np.empty_like(x)
+        self.ys = np.empty(m, labels.dtype)
+        self.z1 = np.empty((batch, h), dt)
+        self.z2 = np.empty((batch, k), dt)
+        self.da1 = np.empty((batch, h), dt)
+        self.dw1 = np.empty((n, h), dt)
+        self.dw2 = np.empty((h, k), dt)
+
+    def epoch(self):
+        m = self.x.shape[0]
+        order = self.rng.permutation(m)
+        np.take(self.x, order, axis=0, out=self.xs)
+        np.take(self.labels, order, out=self.ys)
+        total = 0.0
+        for s in range(0, m, self.batch):
+            total += self.step(self.xs[s:s + self.batch], self.ys[s:s + self.batch])
+        return total
+
+    def step(self, x, labels):
+        r = x.shape[0]
+        w1, b1, w2, b2, lr = self.w1, self.b1, self.w2, self.b2, self.lr
+        z1 = np.matmul(x, w1, out=self.z1[:r])
+        z1 += b1
+        a1 = np.maximum(z1, 0, out=z1)
+        z2 = np.matmul(a1, w2, out=self.z2[:r])
+        z2 += b2
+        z2 -= z2.max(axis=1, keepdims=True)
+        p = np.exp(z2, out=z2)
+        p /= p.sum(axis=1, keepdims=True)
+        rows = np.arange(r)
+        loss = -float(np.log(p[rows, labels]).sum()) / r
+        p[rows, labels] -= 1
+        d = p
+        d *= d.dtype.type(1.0 / r)
+        dw2 = np.matmul(a1.T, d, out=self.dw2)
+        db2 = d.sum(0)
+        da1 = np.matmul(d, w2.T, out=self.da1[:r])
+        da1 *= a1 > 0
+        dw1 = np.matmul(x.T, da1, out=self.dw1)
+        db1 = da1.sum(0)
+        dw1 *= lr
+        w1 -= dw1
+        dw2 *= lr
+        w2 -= dw2
+        b1 -= lr * db1
+        b2 -= lr * db2
+        return loss
+
+
+def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("fused",), *,
+                rounds=7, settle=SETTLE, lr=0.01, out=print):
+    """Paired rows: one epoch of ``fastnn.train`` per kernel against ``NumpyEpoch``."""
+    import fastnn
+
+    m, n, h, k = shape
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((m, n)).astype(dt)
+    labels = rng.integers(0, k, m)
+    params = fastnn.init_params(n, h, k, dtype=dt, seed=0)
+    base = NumpyEpoch(x, labels, params, lr, batch)
+    steps = -(-m // batch)
+    flops = sum(step_flops(min(batch, m - s), n, h, k) for s in range(0, m, batch))
+    rows = []
+    for name in kernels:
+        def ours(name=name):
+            fastnn.train(x, labels, params=params, epochs=1, batch_size=batch, lr=lr,
+                         loss="softmax", kernel=name, seed=1)
+
+        ours()
+        base.epoch()
+        ratio, ta, tb = paired_ratio(ours, base.epoch, rounds=rounds, budget=0.0, settle=settle)
+        med = float(np.median(ta))
+        row = dict(bench="epoch", kernel=name, shape=list(shape), dtype=dt.name, batch=batch,
+                   steps=steps, ms=med * 1e3, ms_min=min(ta) * 1e3, ms_max=max(ta) * 1e3,
+                   numpy_ms=float(np.median(tb)) * 1e3, gflops=flops / med / 1e9,
+                   x_vs_numpy=ratio)
+        rows.append(row)
+        out(f"epoch   {name:<8} {'x'.join(map(str, shape))} {dt.name} B={batch}: "
+            f"{row['ms']:.1f} ms ({row['ms_min']:.1f}-{row['ms_max']:.1f}), numpy "
+            f"{row['numpy_ms']:.1f} ms, {row['gflops']:.1f} GFLOP/s, {ratio:.2f}x numpy")
+    return rows
+
+
+def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="fused", *,
+                 rounds=5, settle=SETTLE, out=print):
+    """Paired: ``fastnn.MLPClassifier.fit`` against scikit-learn's, on digits."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    import fastnn
+
+    dt = np.dtype(dtype)
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split((x / 16.0).astype(dt), y, test_size=0.2,
+                                          random_state=0, stratify=y)
+    ours = fastnn.MLPClassifier(hidden, learning_rate=1e-3, batch_size=batch, epochs=epochs,
+                                optimizer="adam", alpha=0.0, dtype=dt.name, kernel=kernel,
+                                random_state=0)
+    theirs = SkMLP((hidden,), solver="adam", learning_rate_init=1e-3, batch_size=batch,
+                   max_iter=epochs, alpha=0.0, tol=0.0, n_iter_no_change=epochs + 1,
+                   early_stopping=False, random_state=0)
+    fitted = {}
+
+    def fit_ours():
+        fitted["ours"] = ours.fit(xtr, ytr)
+
+    def fit_theirs():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted["theirs"] = theirs.fit(xtr, ytr)
+
+    fit_ours()
+    fit_theirs()
+    ratio, ta, tb = paired_ratio(fit_ours, fit_theirs, rounds=rounds, budget=0.0, settle=settle)
+    acc_ours = float(fitted["ours"].score(xte, yte))
+    acc_theirs = float(fitted["theirs"].score(xte, yte))
+    row = dict(bench="digits", kernel=kernel, dtype=dt.name, hidden=hidden, batch=batch,
+               epochs=epochs, fit_s=float(np.median(ta)), sklearn_fit_s=float(np.median(tb)),
+               x_vs_sklearn=ratio, accuracy=acc_ours, sklearn_accuracy=acc_theirs,
+               sklearn_epochs=int(fitted["theirs"].n_iter_))
+    out(f"digits  {kernel:<8} hidden {hidden}, batch {batch}, {epochs} epochs, {dt.name}: fastnn "
+        f"{row['fit_s']:.3f} s (accuracy {acc_ours:.4f}), scikit-learn {row['sklearn_fit_s']:.3f}"
+        f" s (accuracy {acc_theirs:.4f}): {ratio:.2f}x faster")
+    return [row]
+
+
+def main(args) -> int:
+    import json
+
+    import fastnn
+    from .bench import parse_shape
+    from .params import as_float_dtype
+
+    try:
+        _, shape = parse_shape(args.shape)
+        dtype = as_float_dtype(args.dtype)
+        kernels = args.kernels.split(",")
+        for k in kernels:
+            fastnn.kernels.get(k)
+        which = args.benches.split(",")
+        for w in which:
+            if w not in ("epoch", "digits"):
+                raise ValueError(f"benches: expected epoch and/or digits, got {w!r}")
+        if "digits" in which:
+            try:
+                import sklearn  # noqa: F401
+            except ImportError:
+                raise ValueError("the digits comparison needs scikit-learn: "
+                                 "pip install 'fastnn[sklearn]'") from None
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"fastnn bench-train: {exc}") from None
+    if args.threads is not None:
+        fastnn.set_num_threads(args.threads)
+    peak = blas_peak(dtype)
+    print(f"BLAS peak ({dtype.name}, 2048^3 numpy matmul, {fastnn.get_num_threads()} threads): "
+          f"{peak:.1f} GFLOP/s")
+    t0 = time.perf_counter()
+    rows = []
+    if "epoch" in which:
+        rows += bench_epoch(shape, dtype, args.batch_size, kernels, rounds=args.rounds,
+                            settle=args.settle)
+        for r in rows:
+            r["pct_peak"] = 100 * r["gflops"] / peak
+            print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the BLAS peak")
+    if "digits" in which:
+        for k in kernels:
+            rows += bench_digits(args.digits_epochs, dtype=dtype, kernel=k,
+                                 rounds=max(3, args.rounds // 2), settle=args.settle)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(peak_gflops=peak, threads=fastnn.get_num_threads(), rows=rows), f,
+                      indent=1)
+        print(f"json        {args.json}")
+    return 0
