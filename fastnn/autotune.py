@@ -196,9 +196,10 @@ def auto_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
     return kernels.get(choose(params, x, y)).sgd_step(params, x, y, lr, loss_kind)
 
 
-def auto_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
+def auto_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
+                    order=None):
     rows = x.shape[0] if batch is None else min(batch, x.shape[0])
     variant = kernels.get(choose(params, x[:rows], y[:rows]))
     if variant.train_loop is not None:
-        return variant.train_loop(params, x, y, lr, losses, loss_kind, batch, start)
-    return kernels.step_loop(variant, params, x, y, lr, losses, loss_kind, batch, start)
+        return variant.train_loop(params, x, y, lr, losses, loss_kind, batch, start, order)
+    return kernels.step_loop(variant, params, x, y, lr, losses, loss_kind, batch, start, order)

@@ -298,10 +298,8 @@ class _Run:
         self.snapshot = params.copy()
         self.snapshot_step = 0
         self.grads = None if opt.is_plain_sgd else Params(*(np.empty_like(p) for p in params))
-        shuffled = config["shuffle"] and self.per_epoch > 1
-        self.xs = np.empty_like(x) if shuffled else x
-        self.ys = np.empty_like(y) if shuffled else y
-        self.data_epoch = -1 if shuffled else None
+        self.shuffled = config["shuffle"] and self.per_epoch > 1
+        self.order_epoch, self.order = -1, None
         self.seconds = 0.0
         self.first = 0.0
 
@@ -348,38 +346,36 @@ class _Run:
 
     # --- the loop ---
 
-    def _epoch_data(self, epoch):
-        """This epoch's rows, in this epoch's order: one gather per epoch, so every minibatch is
-        a contiguous block (no per-batch copies)."""
-        if self.data_epoch is None:
-            return self.x, self.y
-        if self.data_epoch != epoch:
-            order = reference.epoch_order(self.config["seed"], epoch, self.m)
-            np.take(self.x, order, axis=0, out=self.xs)
-            np.take(self.y, order, axis=0, out=self.ys)
-            self.data_epoch = epoch
-        return self.xs, self.ys
+    def _epoch_order(self, epoch):
+        """This epoch's row order (None: the rows in place).  The kernels gather each batch's
+        rows right before its step: no shuffled copy of the whole data set."""
+        if not self.shuffled:
+            return None
+        if self.order_epoch != epoch:
+            self.order = reference.epoch_order(self.config["seed"], epoch, self.m)
+            self.order_epoch = epoch
+        return self.order
 
     def _run_steps(self, start, stop) -> int:
         """Steps ``start .. stop-1`` (within one epoch); returns the number taken."""
-        epoch = start // self.per_epoch
-        xs, ys = self._epoch_data(epoch)
+        order = self._epoch_order(start // self.per_epoch)
         block = start % self.per_epoch
         out = self.losses[start:stop]
+        x, y, batch = self.x, self.y, self.batch
         if self.fused_sgd:
-            return self.variant.train_loop(self.params, xs, ys, self.opt.lr, out, self.kind,
-                                           self.batch, block)
+            return self.variant.train_loop(self.params, x, y, self.opt.lr, out, self.kind, batch,
+                                           block, order)
         if self.whole_loop and self.variant.train_loop_optim is not None \
                 and not self.opt.is_plain_sgd:
-            return self.variant.train_loop_optim(self.params, xs, ys, self.opt, self.grads, out,
-                                                 self.kind, self.batch, block)
+            return self.variant.train_loop_optim(self.params, x, y, self.opt, self.grads, out,
+                                                 self.kind, batch, block, order)
         if self.opt.is_plain_sgd:
-            return kernels.step_loop(self.variant, self.params, xs, ys, self.opt.lr, out,
-                                     self.kind, self.batch, block)
+            return kernels.step_loop(self.variant, self.params, x, y, self.opt.lr, out,
+                                     self.kind, batch, block, order)
         for t in range(stop - start):
-            s = ((block + t) % self.per_epoch) * self.batch  # bulk runs wrap (one block)
-            value, _ = self.variant.loss_and_grads(self.params, xs[s:s + self.batch],
-                                                   ys[s:s + self.batch], self.kind, self.grads)
+            s = ((block + t) % self.per_epoch) * batch  # bulk runs wrap (one block)
+            xb, yb = kernels.batch_rows(x, y, order, s, min(s + batch, self.m))
+            value, _ = self.variant.loss_and_grads(self.params, xb, yb, self.kind, self.grads)
             if not np.isfinite(value):
                 out[t] = value
                 return t + 1

@@ -23,12 +23,14 @@ class Variant(NamedTuple):
         predict(params, x) -> z2
         loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None) -> (L, grads)
         sgd_step(params, x, y, lr, loss_kind=SQUARED) -> L          (params updated in place)
-        train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0) -> steps
+        train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
+                   order=None) -> steps
 
     ``grads``: ``Params`` of arrays to write the gradients into (new ones when None).
     ``train_loop``, where present, runs up to ``len(losses)`` SGD steps in one compiled call (the
     whole-loop mode of ``train``) over consecutive row blocks of ``batch`` rows, starting at block
-    ``start`` (``step_loop`` is the same loop in Python).  A step whose loss is not finite makes
+    ``start`` (``step_loop`` is the same loop in Python); with ``order`` (a permutation of the
+    rows) block positions index ``order`` (a shuffled epoch, ``batch_rows``).  A step whose loss is not finite makes
     no update and ends the loop.  ``train_loop_optim(params, x, y, optimizer, grads, losses,
     loss_kind, batch, start)``, where present, is the same with any ``fastnn.optim.Optimizer``
     (gradients into ``grads``, then the optimiser's fused update), advancing its state."""
@@ -122,7 +124,7 @@ def get(name) -> Variant:
 
 
 def step_loop(variant: Variant, params, x, y, lr, losses_out, loss_kind=losses.SQUARED,
-              batch=None, start=0) -> int:
+              batch=None, start=0, order=None) -> int:
     """``train_loop``'s contract, one ``sgd_step`` call per step from Python: for variants
     without a compiled loop, and the plain definition the compiled loops are tested against."""
     m = x.shape[0]
@@ -130,7 +132,17 @@ def step_loop(variant: Variant, params, x, y, lr, losses_out, loss_kind=losses.S
     n_blocks = -(-m // batch)
     for t in range(losses_out.shape[0]):
         s = ((start + t) % n_blocks) * batch
-        losses_out[t] = variant.sgd_step(params, x[s:s + batch], y[s:s + batch], lr, loss_kind)
+        xb, yb = batch_rows(x, y, order, s, min(s + batch, m))
+        losses_out[t] = variant.sgd_step(params, xb, yb, lr, loss_kind)
         if not np.isfinite(losses_out[t]):
             return t + 1
     return losses_out.shape[0]
+
+
+def batch_rows(x, y, order, s, e):
+    """Block ``[s, e)`` of an epoch as C-contiguous arrays: ``x[s:e]``, ``y[s:e]`` (views), or
+    with ``order`` the rows ``order[s:e]`` (copies); ``rowpass.minibatch`` in Python."""
+    if order is None:
+        return x[s:e], y[s:e]
+    rows = order[s:e]
+    return np.take(x, rows, axis=0), np.take(y, rows, axis=0)

@@ -27,7 +27,7 @@ from numba import njit, prange
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
 from .blas import gemm
 from .losses import row_loss_grad
-from .rowpass import apply_small_updates, transpose
+from .rowpass import apply_small_updates, minibatch, transpose
 
 # Hidden units per chunk, at least.  Narrower chunks starve the gemm micro-kernel (its tile is
 # 8-16 columns wide and wants several of them); at most MAX_CHUNKS chunks.
@@ -176,7 +176,7 @@ def predict(backend, n_parts, x, w1, b1, w2, b2, a1, w2t, zparts, z2):
 
 @njit(**JIT_OPTIONS)
 def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1,
-               dw2, db2, a1, dz1, w2t, dw2t, zparts, dz2):
+               dw2, db2, a1, dz1, w2t, dw2t, zparts, dz2, order, xb, yb):
     """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
     ``fused.train_loop``; other arguments as ``step`` with ``update``."""
     m = x.shape[0]
@@ -184,7 +184,8 @@ def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, loss_kind, batch, sta
     for t in range(losses.shape[0]):
         s = ((start + t) % n_blocks) * batch
         r = min(s + batch, m) - s
-        losses[t] = step(backend, n_parts, x[s:s + r], y[s:s + r], w1, b1, w2, b2, lr, True,
+        xv, yv = minibatch(x, y, order, s, s + r, xb, yb)
+        losses[t] = step(backend, n_parts, xv, yv, w1, b1, w2, b2, lr, True,
                          loss_kind, w1, db1, dw2, db2, a1[:r], dz1[:r], w2t, dw2t,
                          zparts, dz2[:r])
         if not np.isfinite(losses[t]):

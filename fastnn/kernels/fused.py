@@ -27,7 +27,7 @@ from numba import njit
 from .._config import JIT_OPTIONS
 from .blas import gemm
 from .optim import update_all
-from .rowpass import apply_small_updates, output_layer, row_pass, transpose
+from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
 
 
 @njit(**JIT_OPTIONS)
@@ -84,24 +84,27 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db
 
 @njit(**JIT_OPTIONS)
 def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, dw2, db2,
-               a1, dz1, w2t, dw2t, d):
+               a1, dz1, w2t, dw2t, d, order, xb, yb):
     """Up to ``len(losses)`` SGD steps in one compiled call (the whole-loop mode): no Python
     between steps.  Returns the number of steps taken: fewer when a loss is not finite (that step
     makes no update and is the last).
 
-    Minibatches are consecutive row blocks of ``x``/``y`` (the trainer shuffles by permuting rows
-    once per epoch): step ``t`` uses block ``b = (start + t) % n_blocks``, rows ``[b * batch,
-    min((b + 1) * batch, m))``, so the last block may be partial.  Full-batch training is
-    ``batch = m``.  ``losses[t]`` is the loss before step ``t``.  Scratch ``a1``, ``dz1`` have
-    ``batch`` rows; other arguments as ``step`` with ``update``.
+    Minibatches are consecutive blocks of the epoch's rows: step ``t`` uses block
+    ``b = (start + t) % n_blocks``, positions ``[b * batch, min((b + 1) * batch, m))``, so the
+    last block may be partial; the positions are rows of ``x``/``y`` themselves when ``order``
+    is empty, else rows ``order[position]`` gathered into ``xb``, ``yb`` (``rowpass.minibatch``).
+    Full-batch training is ``batch = m``.  ``losses[t]`` is the loss before step ``t``.  Scratch
+    ``a1``, ``dz1``, ``xb``, ``yb`` have ``batch`` rows; other arguments as ``step`` with
+    ``update``.
     """
     m = x.shape[0]
     n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
         s = ((start + t) % n_blocks) * batch
         e = min(s + batch, m)
-        losses[t] = step(backend, x[s:e], y[s:e], w1, b1, w2, b2, lr, True, loss_kind, w1, db1,
-                         dw2, db2, a1[:e - s], dz1[:e - s], w2t, dw2t, d)
+        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
+                         a1[:e - s], dz1[:e - s], w2t, dw2t, d)
         if not np.isfinite(losses[t]):
             return t + 1
     return losses.shape[0]
@@ -109,7 +112,8 @@ def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losse
 
 @njit(**JIT_OPTIONS)
 def train_loop_optim(backend, x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1, db1,
-                     dw2, db2, a1, dz1, w2t, dw2t, d, kind, s1, s2, hyper, nesterov, t0):
+                     dw2, db2, a1, dz1, w2t, dw2t, d, kind, s1, s2, hyper, nesterov, t0, order,
+                     xb, yb):
     """Up to ``len(losses)`` steps of any ``fastnn.optim`` optimiser in one compiled call: per
     step the gradients (``step`` without update, into ``dw1 .. db2``), then ``optim.update_all``
     (``kind``, flat state ``s1``/``s2``, ``hyper``, ``nesterov``; ``t0`` steps taken before).
@@ -125,8 +129,9 @@ def train_loop_optim(backend, x, y, w1, b1, w2, b2, loss_kind, batch, start, los
     for t in range(losses.shape[0]):
         s = ((start + t) % n_blocks) * batch
         e = min(s + batch, m)
-        loss = step(backend, x[s:e], y[s:e], w1, b1, w2, b2, zero, False, loss_kind, dw1, db1,
-                    dw2, db2, a1[:e - s], dz1[:e - s], w2t, dw2t, d)
+        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        loss = step(backend, xv, yv, w1, b1, w2, b2, zero, False, loss_kind, dw1, db1, dw2, db2,
+                    a1[:e - s], dz1[:e - s], w2t, dw2t, d)
         if not np.isfinite(loss):
             losses[t] = loss
             return t + 1

@@ -198,3 +198,22 @@ def output_layer(a1, w2t, b2, z2):
                 z += a[j] * w2t[c, j]
             z2[i, c] = z
 
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def minibatch(x, y, order, s, e, xb, yb):
+    """The rows of block ``[s, e)`` of an epoch: ``x[s:e]``, ``y[s:e]`` (views) when ``order``
+    is empty, else rows ``order[s:e]`` of ``x`` and ``y`` gathered into ``xb``, ``yb`` (a
+    shuffled epoch).  Gathering a batch right before its step leaves it in cache for the first
+    matmul, and needs no second copy of the whole data set."""
+    if order.shape[0] == 0:
+        return x[s:e], y[s:e]
+    n = x.shape[1]
+    k = y.shape[1]
+    for t in range(e - s):
+        src = order[s + t]
+        for j in range(n):
+            xb[t, j] = x[src, j]
+        for c in range(k):
+            yb[t, c] = y[src, c]
+    return xb[:e - s], yb[:e - s]

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
-from .rowpass import apply_small_updates, output_layer, row_pass, transpose
+from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
 from .simd import (VECTOR_BYTES, vfma, vload, vload2, vload2_part, vload_part, vrelu, vsplat,
                    vsplat_as, vstore2, vstore2_part, vzero)
 
@@ -225,7 +225,7 @@ def step(x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db2, a1, dz
 
 @njit(**JIT_OPTIONS)
 def train_loop(x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, dw2, db2, a1, dz1,
-               w2t, dw2t, d, apack, bpack):
+               w2t, dw2t, d, apack, bpack, order, xb, yb):
     """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
     ``fused.train_loop``."""
     m = x.shape[0]
@@ -233,7 +233,8 @@ def train_loop(x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, d
     for t in range(losses.shape[0]):
         s = ((start + t) % n_blocks) * batch
         e = min(s + batch, m)
-        losses[t] = step(x[s:e], y[s:e], w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
+        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        losses[t] = step(xv, yv, w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
                          a1[:e - s], dz1[:e - s], w2t, dw2t, d, apack, bpack)
         if not np.isfinite(losses[t]):
             return t + 1

@@ -163,24 +163,38 @@ def fused_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
                       *_update_scratch(params), *_fused_scratch(m, h, k, dt))
 
 
-def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
+def _batches(params: Params, x, batch, order):
+    """``(batch, (order, xb, yb))``: the batch size and the compiled loops' row-gathering
+    arguments (an empty ``order`` means the rows in place, no gathering)."""
     m, n, h, k = _sizes(params, x)
     batch = m if batch is None else min(batch, m)
+    if order is None:
+        return batch, (np.empty(0, np.int64), scratch("xb", (1, n), params.dtype),
+                       scratch("yb", (1, k), params.dtype))
+    return batch, (order, scratch("xb", (batch, n), params.dtype),
+                   scratch("yb", (batch, k), params.dtype))
+
+
+def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
+                     order=None):
+    m, n, h, k = _sizes(params, x)
+    batch, rows = _batches(params, x, batch, order)
     dt = params.dtype
     return fused.train_loop(blas.BACKEND, x, y, *params, dt.type(lr), loss_kind, batch, start,
-                            losses, *_update_scratch(params), *_fused_scratch(batch, h, k, dt))
+                            losses, *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
+                            *rows)
 
 
 
 def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
-                           batch=None, start=0):
+                           batch=None, start=0, order=None):
     """``train_loop`` with any ``fastnn.optim.Optimizer`` (its state and step count advance)."""
     m, n, h, k = _sizes(params, x)
-    batch = m if batch is None else min(batch, m)
+    batch, rows = _batches(params, x, batch, order)
     kind, s1, s2, hyper = optimizer.kernel_arguments(params)
     done = fused.train_loop_optim(blas.BACKEND, x, y, *params, loss_kind, batch, start, losses,
                                   *grads, *_fused_scratch(batch, h, k, params.dtype), kind, s1,
-                                  s2, hyper, optimizer.nesterov, optimizer.t)
+                                  s2, hyper, optimizer.nesterov, optimizer.t, *rows)
     optimizer.t += done - (0 if np.isfinite(losses[done - 1]) else 1)
     return done
 
@@ -257,16 +271,17 @@ def blas_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
                                  *_chunked_scratch(m, h, k, parts, dt))
 
 
-def blas_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
+def blas_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
+                    order=None):
     m, n, h, k = _sizes(params, x)
-    batch = m if batch is None else min(batch, m)
+    batch, rows = _batches(params, x, batch, order)
     dt = params.dtype
     parts = chunked.n_chunks(h)
     with threads_for(batch, n, h, k):
         return _with_one_blas_thread(chunked.train_loop, blas.BACKEND, parts, x, y, *params,
                                      dt.type(lr), loss_kind, batch, start, losses,
                                      *_update_scratch(params),
-                                     *_chunked_scratch(batch, h, k, parts, dt))
+                                     *_chunked_scratch(batch, h, k, parts, dt), *rows)
 
 
 # --- tiled: Numba-native register-blocked matmuls, no BLAS ------------------------------------------
@@ -308,11 +323,12 @@ def tiled_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
                       *_update_scratch(params), *_fused_scratch(m, h, k, dt), *_packs(m, n, h, dt))
 
 
-def tiled_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0):
+def tiled_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
+                     order=None):
     m, n, h, k = _sizes(params, x)
-    batch = m if batch is None else min(batch, m)
+    batch, rows = _batches(params, x, batch, order)
     dt = params.dtype
     with threads_for(batch, n, h, k):
         return tiled.train_loop(x, y, *params, dt.type(lr), loss_kind, batch, start, losses,
                                 *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
-                                *_packs(batch, n, h, dt))
+                                *_packs(batch, n, h, dt), *rows)
