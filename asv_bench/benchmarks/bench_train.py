@@ -1,5 +1,7 @@
 """A whole 100-iteration training run (the seed's experiment size), whole-loop mode where the
 kernel has one, against the numpy loop."""
+import numpy as np
+
 import fastnn
 
 from .common import DTYPES, KERNELS, LR, NumpyStep, problem
@@ -24,3 +26,74 @@ class Train:
 
     def time_train_100_iters(self, kernel, shape, dtype):
         self.run()
+
+
+class Epoch:
+    """One epoch of minibatch training, (8192, 784) float32 data, 512 hidden units, 10 classes,
+    softmax loss, batches of 128, against the same epoch in numpy (careful, and as usually
+    written).  ``optimizer`` adam runs the compiled loop with the fused Adam update."""
+
+    params = [["numpy", "numpy-plain", "fused", "tiled"], ["sgd", "adam"]]
+    param_names = ["kernel", "optimizer"]
+    timeout = 300
+
+    def setup(self, kernel, optimizer):
+        from fastnn.bench_training import EPOCH_SHAPE, NumpyEpoch, PlainNumpyEpoch
+
+        if kernel.startswith("numpy") and optimizer != "sgd":
+            raise NotImplementedError  # the numpy baselines are plain SGD
+        m, n, h, k = EPOCH_SHAPE
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((m, n)).astype(np.float32)
+        labels = rng.integers(0, k, m)
+        params = fastnn.init_params(n, h, k, dtype=np.float32, seed=0)
+        lr = 0.01 if optimizer == "sgd" else 1e-3
+        if kernel == "numpy":
+            self.run = NumpyEpoch(x, labels, params, lr, 128).epoch
+        elif kernel == "numpy-plain":
+            self.run = PlainNumpyEpoch(x, labels, params, lr, 128).epoch
+        else:
+            self.run = lambda: fastnn.train(x, labels, params=params, epochs=1, batch_size=128,
+                                            lr=lr, loss="softmax", optimizer=optimizer,
+                                            kernel=kernel, seed=0)
+        self.run()
+
+    def time_epoch(self, kernel, optimizer):
+        self.run()
+
+
+class Digits:
+    """``MLPClassifier.fit`` on scikit-learn's digits (80/20 split, hidden 100, batch 200, 100
+    epochs of Adam, float32) against scikit-learn's MLPClassifier with the same settings."""
+
+    params = [["fastnn", "sklearn"]]
+    param_names = ["library"]
+    timeout = 300
+
+    def setup(self, library):
+        try:
+            from sklearn.datasets import load_digits
+            from sklearn.neural_network import MLPClassifier
+        except ImportError:
+            raise NotImplementedError from None
+        x, y = load_digits(return_X_y=True)
+        self.x, self.y = (x[:1437] / 16.0).astype(np.float32), y[:1437]
+        if library == "fastnn":
+            self.model = fastnn.MLPClassifier(100, learning_rate=1e-3, batch_size=200,
+                                              epochs=100, optimizer="adam", dtype="float32",
+                                              random_state=0)
+        else:
+            self.model = MLPClassifier((100,), solver="adam", learning_rate_init=1e-3,
+                                       batch_size=200, max_iter=100, alpha=0.0, tol=0.0,
+                                       n_iter_no_change=101, random_state=0)
+        self.fit()
+
+    def fit(self):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model.fit(self.x, self.y)
+
+    def time_fit(self, library):
+        self.fit()
