@@ -418,7 +418,7 @@ class _Run:
         bulk = self.per_epoch == 1 and not needs_epochs
         burst = callback_every if callback is not None else self.total
         if bar is not None:
-            burst = min(burst, max(1, self.total // 100))
+            burst = min(burst, max(1, self.total // 20))  # ~20 bar updates, not one per step
         t0 = time.perf_counter()
         while self.step < self.total and not self.stopped_early:
             start = self.step
