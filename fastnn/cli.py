@@ -384,7 +384,12 @@ def info_lines() -> list[str]:
     from . import _config
     from .kernels import blas  # (also loads scipy's BLAS, so that threadpoolctl lists it)
 
-    _warm_up_threading_layer()
+    from .kernels import variants
+
+    layer = variants.threading_layer()
+    concurrency = ("calls from several Python threads run at once"
+                   if variants.concurrent_calls_allowed() else
+                   "not thread-safe: fastnn serialises its parallel kernels across Python threads")
     lines = [
         f"fastnn      {fastnn.__version__}",
         f"python      {platform.python_version()} ({sys.executable})",
@@ -393,7 +398,7 @@ def info_lines() -> list[str]:
         f"scipy       {scipy.__version__}",
         f"cpu         {_cpu_name()} ({os.cpu_count()} logical cores)",
         f"threads     fastnn {fastnn.get_num_threads()}, numba max {_config.max_threads()}",
-        f"numba layer {numba.threading_layer()}",
+        f"numba layer {layer} ({concurrency})",
         f"cache       {_config.kernel_cache_dir() if _config.CACHE else 'off'}",
         f"fastmath    {'on (no nnan/ninf)' if _config.FASTMATH else 'off'}",
         f"kernels     {', '.join(kernels.available())} (default {kernels.DEFAULT})",
@@ -404,14 +409,6 @@ def info_lines() -> list[str]:
                      f"({pool.get('architecture', '?')}), {pool['num_threads']} threads: "
                      f"{os.path.basename(pool['filepath'])}")
     return lines
-
-
-def _warm_up_threading_layer() -> None:
-    """Numba picks its threading layer at the first parallel launch; run a tiny one."""
-    from .kernels import forward
-
-    a = np.ones((1, 1))
-    forward.linear_forward(a, a, np.ones(1), np.empty((1, 1)))
 
 
 def _cpu_name() -> str:

@@ -118,10 +118,19 @@ def check_lr(lr) -> float:
     return lr
 
 
-def check_finite(a: np.ndarray, name: str) -> None:
-    if not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"{name}: contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
+def check_finite(a: np.ndarray, name: str, block_bytes: int = 1 << 20) -> None:
+    """ValueError naming the first NaN or inf in ``a``.  Checked in blocks of rows of about
+    ``block_bytes``, so the check never allocates a mask as large as the data."""
+    rows = max(1, block_bytes // max(1, a[:1].nbytes)) if a.ndim else 1
+    flat = a.reshape(1) if a.ndim == 0 else a
+    for start in range(0, flat.shape[0], rows):
+        block = flat[start:start + rows]
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            bad[0] += start
+            raise ValueError(f"{name}: contains NaN or inf (first at index "
+                             f"{tuple(int(i) for i in bad)})")
 
 
 def check_targets(y, params: Params, m: int, loss: str = "squared") -> np.ndarray:

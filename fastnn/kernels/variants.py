@@ -54,10 +54,49 @@ def threads_for(m, n, h, k):
         numba.set_num_threads(before)
 
 
+_layer_lock = threading.Lock()
+_parallel_lock = threading.Lock()
+_concurrent_ok = None
+
+
+def threading_layer() -> str:
+    """Numba's threading layer; it is chosen at the first parallel launch, so run a tiny one."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        a = np.ones((1, 1))
+        forward.linear_forward(a, a, np.ones(1), np.empty((1, 1)))
+        return numba.threading_layer()
+
+
+def concurrent_calls_allowed() -> bool:
+    """Whether parallel kernels may run from several Python threads at once.  Numba's
+    ``workqueue`` layer is not thread-safe (two concurrent launches abort the process), ``tbb``
+    and ``omp`` are; under ``workqueue`` fastnn serialises its parallel kernels."""
+    global _concurrent_ok
+    if _concurrent_ok is None:
+        with _layer_lock:
+            _concurrent_ok = threading_layer() != "workqueue"
+    return _concurrent_ok
+
+
+@contextlib.contextmanager
+def parallel_section():
+    """Around every launch of a parallel kernel: a lock under the ``workqueue`` layer, nothing
+    otherwise (see ``concurrent_calls_allowed``)."""
+    if concurrent_calls_allowed():
+        yield
+        return
+    with _parallel_lock:
+        yield
+
+
 def _serial_if_small(fn):
-    """Wrap a parallel variant's entry point with ``threads_for``."""
+    """Wrap a parallel variant's entry point with ``threads_for`` and ``parallel_section``."""
     def run(params, x, *rest):
-        with threads_for(*_sizes(params, x)):
+        with parallel_section(), threads_for(*_sizes(params, x)):
             return fn(params, x, *rest)
 
     run.__name__ = fn.__name__
@@ -277,7 +316,7 @@ def blas_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=N
     batch, rows = _batches(params, x, batch, order)
     dt = params.dtype
     parts = chunked.n_chunks(h)
-    with threads_for(batch, n, h, k):
+    with parallel_section(), threads_for(batch, n, h, k):
         return _with_one_blas_thread(chunked.train_loop, blas.BACKEND, parts, x, y, *params,
                                      dt.type(lr), loss_kind, batch, start, losses,
                                      *_update_scratch(params),
@@ -328,7 +367,7 @@ def tiled_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=
     m, n, h, k = _sizes(params, x)
     batch, rows = _batches(params, x, batch, order)
     dt = params.dtype
-    with threads_for(batch, n, h, k):
+    with parallel_section(), threads_for(batch, n, h, k):
         return tiled.train_loop(x, y, *params, dt.type(lr), loss_kind, batch, start, losses,
                                 *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
                                 *_packs(batch, n, h, dt), *rows)
