@@ -39,7 +39,7 @@ def sgd_step(params, x, y, lr, *, kernel: str = kernels.DEFAULT, loss: str = "sq
     variant = kernels.get(kernel)
     kind = losses.kind(loss)
     params = check_params(params, writeable=True)
-    lr = check_lr(lr)
+    lr = check_lr(lr, params.dtype)
     x = check_x(x, params)
     y = check_targets(y, params, x.shape[0], loss)
     work = _contiguous(params)

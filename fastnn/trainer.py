@@ -22,7 +22,7 @@ from . import kernels, reference
 from .kernels import losses as loss_codes
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
-from .validation import (as_numeric_array, check_finite, check_inputs, check_params,
+from .validation import (as_numeric_array, check_finite, check_inputs, check_lr, check_params,
                          check_targets, check_x)
 
 # In full-batch runs every step is an epoch; a snapshot of the params (the fallback when a
@@ -200,6 +200,7 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
         n = check_inputs(x, dtype).shape[1]
         k = _n_outputs(y, loss)
         params = init_params(n, hidden, k, init=init, dtype=dtype, seed=seed)
+    check_lr(opt.lr, params.dtype)
     x = check_x(x, params)
     y = check_targets(y, params, x.shape[0], loss)
     check_finite(x, "x")

@@ -109,12 +109,17 @@ def check_y(y, params: Params, m: int) -> np.ndarray:
     return _kernel_ready(y)
 
 
-def check_lr(lr) -> float:
+def check_lr(lr, dtype=None) -> float:
+    """``lr`` as a finite float; with ``dtype``, also representable in it (the kernels compute
+    ``lr * grad`` in the params' dtype: 1e39 would be inf in float32)."""
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"lr: expected a real number, got {_describe(lr)}")
     lr = float(lr)
     if not math.isfinite(lr):
         raise ValueError(f"lr: expected a finite number, got {lr}")
+    if dtype is not None and abs(lr) > float(np.finfo(dtype).max):
+        raise ValueError(f"lr: {lr:g} is not representable in {np.dtype(dtype)} (the params' "
+                         f"dtype)")
     return lr
 
 

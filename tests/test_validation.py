@@ -186,3 +186,13 @@ def test_train_params_must_match(problem):
 def test_set_num_threads_rejects_bad_counts(n):
     with pytest.raises((TypeError, ValueError), match="threads"):
         fastnn.set_num_threads(n)
+
+
+def test_lr_must_fit_the_dtype():
+    params = fastnn.init_params(3, 4, 2, dtype=np.float32, seed=0)
+    x, y = np.ones((2, 3)), np.ones((2, 2))
+    with pytest.raises(ValueError, match="not representable in float32"):
+        fastnn.sgd_step(params, x, y, 1e39)
+    with pytest.raises(ValueError, match="not representable in float32"):
+        fastnn.train(x, y, params=params, iters=1, lr=1e39)
+    fastnn.sgd_step(fastnn.init_params(3, 4, 2, seed=0), x, y, 1e39)  # fine in float64
