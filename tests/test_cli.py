@@ -169,3 +169,10 @@ def test_train_epochs_plot_with_validation(tmp_path):
     assert "validation  loss" in res.stdout
     assert "step/s" in res.stderr  # the progress bar
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_digits_without_scikit_learn_is_a_clear_message(monkeypatch):
+    for name in ("sklearn", "sklearn.datasets", "sklearn.model_selection"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
+    with pytest.raises(SystemExit, match="needs scikit-learn"):
+        cli.main(["train", "--dataset", "digits", "--epochs", "1"])

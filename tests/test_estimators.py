@@ -106,3 +106,38 @@ def test_not_fitted():
 
     with pytest.raises(NotFittedError):
         fastnn.MLPClassifier().predict(np.zeros((2, 3)))
+
+
+def test_estimators_work_without_scikit_learn():
+    """In a process where scikit-learn cannot be imported, the estimators use fastnn's own small
+    base class: fit, predict, score, get_params / set_params, save / load."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["sklearn"] = None
+        import numpy as np, fastnn, tempfile, os
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((200, 4)); labels = np.where(x[:, 0] > 0, "yes", "no")
+        clf = fastnn.MLPClassifier(16, epochs=100, batch_size=32, learning_rate=1e-2,
+                                   random_state=0)
+        assert clf.get_params()["hidden"] == 16
+        clf.set_params(hidden=24)
+        assert clf.fit(x, labels) is clf and clf.score(x, labels) > 0.9
+        reg = fastnn.MLPRegressor(16, epochs=100, batch_size=32, learning_rate=1e-2,
+                                  random_state=0).fit(x, x[:, 0] * 2)
+        assert reg.score(x, x[:, 0] * 2) > 0.5
+        try:
+            fastnn.MLPClassifier().predict(x)
+        except ValueError as e:
+            assert "not fitted" in str(e)
+        path = os.path.join(tempfile.mkdtemp(), "m.npz")
+        clf.save(path)
+        assert (fastnn.MLPClassifier.load(path).predict(x) == clf.predict(x)).all()
+        print("ok")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
