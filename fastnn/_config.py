@@ -103,3 +103,18 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The thread count in force: the last ``set_num_threads`` value, else Numba's current count."""
     return _threads if _threads is not None else int(numba.get_num_threads())
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """``set_num_threads(n)`` for the duration of a ``with`` block, then the previous count back;
+    nothing when ``n`` is None."""
+    if n is None:
+        yield
+        return
+    before = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)

@@ -146,7 +146,7 @@ class _MLP(_Base):
                  optimizer="adam", momentum=0.9, nesterov=False, beta1=0.9, beta2=0.999,
                  eps=1e-8, alpha=0.0, shuffle=True, early_stopping=False,
                  validation_fraction=0.1, patience=10, tol=1e-4, dtype="float64",
-                 kernel=kernels.DEFAULT, random_state=None, verbose=False):
+                 kernel=kernels.DEFAULT, random_state=None, threads=None, verbose=False):
         self.hidden = hidden
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -166,6 +166,7 @@ class _MLP(_Base):
         self.dtype = dtype
         self.kernel = kernel
         self.random_state = random_state
+        self.threads = threads
         self.verbose = verbose
 
     # --- what the subclasses define ---
@@ -217,7 +218,8 @@ class _MLP(_Base):
             optimizer=self.optimizer_, loss=self._loss, dtype=self.dtype, kernel=self.kernel,
             seed=seed, early_stopping=early,
             validation_fraction=self.validation_fraction if early else None,
-            patience=self.patience, tol=self.tol, progress=bool(self.verbose))
+            patience=self.patience, tol=self.tol, progress=bool(self.verbose),
+            threads=self.threads)
         self.params_ = result.params
         self.loss_curve_ = list(self.loss_curve_) + result.epoch_losses.tolist()
         self.validation_loss_curve_ = list(self.validation_loss_curve_) + \
@@ -327,7 +329,8 @@ class MLPRegressor(_RegressorMixin, _MLP):
     (``momentum``, ``nesterov``); ``alpha`` L2 weight decay (``fastnn.optim``: not divided by the
     batch size, unlike scikit-learn's); ``shuffle``; ``early_stopping`` on a held-out
     ``validation_fraction`` with ``patience`` and ``tol``; ``dtype`` float32/float64;
-    ``kernel`` (``fastnn.kernels.available()``); ``random_state``; ``verbose`` (progress bar).
+    ``kernel`` (``fastnn.kernels.available()``); ``random_state``; ``threads`` (Numba and BLAS
+    threads while fitting; None: the current setting); ``verbose`` (progress bar).
 
     Fitted attributes: ``params_`` (``fastnn.Params``), ``coefs_``, ``intercepts_``,
     ``loss_curve_`` (training loss per epoch; the objective is ``mean over samples of the summed

@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from . import _config, kernels, reference
 from . import checkpoint as ckpt_io
-from . import kernels, reference
 from .kernels import losses as loss_codes
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
@@ -105,7 +105,7 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
           kernel=kernels.DEFAULT, params=None, dtype=None,
           callback: Optional[Callable[[int, float], None]] = None, callback_every: int = 1,
           whole_loop: Optional[bool] = None, checkpoint=None, checkpoint_every=None,
-          resume=None, progress=False, on_divergence="warn") -> TrainResult:
+          resume=None, progress=False, on_divergence="warn", threads=None) -> TrainResult:
     """Train the network on ``(x, y)``.
 
     Data: ``x (N, n)``; ``y (N, k)`` or ``(N,)`` for one output with ``loss="squared"``, integer
@@ -144,7 +144,8 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     or pass ``params`` to continue from them (they are copied, never modified).  ``dtype``
     defaults to the params' dtype, else x's when it is float32/float64, else float64.
     ``callback(t, loss)`` is called for every step, in order, possibly in bursts of
-    ``callback_every``.  ``whole_loop``: run the steps inside one compiled call per epoch or burst
+    ``callback_every``.  ``threads``: Numba and BLAS threads for this run (together; the
+    previous count is restored afterwards; None keeps the current setting).  ``whole_loop``: run the steps inside one compiled call per epoch or burst
     (identical numbers; plain SGD for every variant with ``train_loop``, the other optimisers
     for those with ``train_loop_optim``); ``None`` uses it when the kernel has one.  ``progress``: a
     progress bar (tqdm) on stderr.
@@ -247,7 +248,8 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
                whole_loop)
     if resumed is not None:
         run.restore(resumed, resume)
-    run.execute(callback, callback_every, checkpoint, every, progress)
+    with _config.num_threads(threads):
+        run.execute(callback, callback_every, checkpoint, every, progress)
     result = run.result()
     if result.diverged:
         t = result.diverged_at

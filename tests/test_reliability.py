@@ -226,3 +226,36 @@ def test_minibatch_training_does_not_copy_the_data():
     assert res.returncode == 0, res.stderr[-3000:]
     before, after = map(float, res.stdout.split())
     assert after - before < 16, (before, after)
+
+
+STEP_PEAK = """
+    import resource, numpy as np, fastnn
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    kernels = ["fused", "tiled", "naive", "blas"]
+    kernels = [k for k in kernels if k in fastnn.kernels.available()]
+    small = fastnn.init_params(7, 5, 3, seed=0)
+    for k in kernels:   # compile / load first, on a tiny problem
+        fastnn.sgd_step(small, np.ones((4, 7)), np.ones((4, 3)), 1e-3, kernel=k)
+        fastnn.loss_and_grads(small, np.ones((4, 7)), np.ones((4, 3)), kernel=k)
+    m, n, h, k = 2048, 1024, 1024, 10
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((m, n)); y = rng.standard_normal((m, k))
+    params = fastnn.init_params(n, h, k, seed=0)
+    before = peak()
+    for kern in kernels:
+        fastnn.sgd_step(params, x, y, 1e-6, kernel=kern)
+        fastnn.loss_and_grads(params, x, y, kernel=kern)
+    print(before, peak(), m * h * 8, sum(p.nbytes for p in params))
+"""
+
+
+def test_peak_memory_of_a_step_is_activations_and_gradients():
+    """At the large shape (2048, 1024, 1024, 10) float64, a step and a loss_and_grads call of
+    every kernel raise the peak RSS by at most three (m, h) activation buffers plus twice the
+    params (the returned gradients, a scratch copy) and 16 MB of slack: nothing of the size of
+    x is copied, and the scratch buffers are shared between the kernels."""
+    res = _python(STEP_PEAK)
+    assert res.returncode == 0, res.stderr[-3000:]
+    before, after, mh, params = map(float, res.stdout.split())
+    assert after - before <= 3 * mh + 2 * params + 16 * 2**20, (after - before) / 2**20

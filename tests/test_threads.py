@@ -96,3 +96,24 @@ def test_calls_from_several_python_threads(kernel, restore_threads):
             assert_same_numbers(a, b, kernel)
     if blas_threads is not None:
         assert blas.threads.get() == blas_threads
+
+
+@pytest.mark.parametrize("kernel", ["fused", "tiled"])
+def test_train_threads_applies_during_the_run_only(kernel, restore_threads):
+    """``train(threads=1)`` runs with one Numba thread and one thread in every BLAS pool (seen
+    from inside the run), and puts the previous counts back afterwards."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    fastnn.set_num_threads(fastnn._config.max_threads())
+    before = fastnn.get_num_threads()
+    seen = []
+
+    def look(t, loss):
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        seen.append((numba.get_num_threads(), max(blas)))
+
+    x, y, params = make_problem(50, 30, 20, 3, np.float64)
+    fastnn.train(x, y, params=params, iters=3, lr=1e-3, kernel=kernel, threads=1, callback=look)
+    assert seen and all(s == (1, 1) for s in seen)
+    assert fastnn.get_num_threads() == before and numba.get_num_threads() == before
