@@ -70,13 +70,14 @@ def test_same_seed_same_run(kernel):
     assert not np.array_equal(other.losses, runs[0].losses)
 
 
+@pytest.mark.parametrize("kernel", ["fused", "tiled"])
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
 @pytest.mark.parametrize("loss", ["squared", "softmax"])
-def test_whole_loop_and_python_loop_agree(opt, loss, dtype):
+def test_whole_loop_and_python_loop_agree(kernel, opt, loss, dtype):
     """The compiled loops (plain SGD fused into the step; other optimisers' update inside the
     loop) give the very numbers of one call per step from Python."""
     x, y = _data(loss=loss, dtype=dtype)
-    kw = dict(hidden=9, epochs=3, batch_size=8, lr=0.01, seed=3, loss=loss, **opt)
+    kw = dict(hidden=9, epochs=3, batch_size=8, lr=0.01, seed=3, loss=loss, kernel=kernel, **opt)
     a = fastnn.train(x, y, whole_loop=True, **kw)
     b = fastnn.train(x, y, whole_loop=False, **kw)
     assert a.optimizer.t == b.optimizer.t

@@ -84,7 +84,7 @@ _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-
           "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "
           "fused variant's row pass in between",
           variants.tiled_predict, variants.tiled_loss_and_grads, variants.tiled_sgd_step,
-          variants.tiled_train_loop)
+          variants.tiled_train_loop, variants.tiled_train_loop_optim)
 if blas.threads.available:
     _register("blas", "hidden units in chunks over Numba's threads, single-threaded BLAS gemm inside "
               "each chunk (bias via beta=1, update via alpha=-lr), ReLU/loss/masks fused in loops",

@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
+from .optim import update_all
 from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
 from .simd import (VECTOR_BYTES, vfma, vload, vload2, vload2_part, vload_part, vrelu, vsplat,
                    vsplat_as, vstore2, vstore2_part, vzero)
@@ -247,3 +248,26 @@ def predict(x, w1, b1, w2, b2, a1, w2t, z2, apack, bpack):
     matmul(x, w1, a1, b1, 0.0, BIAS_RELU, apack, bpack)
     transpose(w2, w2t)
     output_layer(a1, w2t, b2, z2)
+
+
+@njit(**JIT_OPTIONS)
+def train_loop_optim(x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1, db1, dw2, db2,
+                     a1, dz1, w2t, dw2t, d, apack, bpack, kind, s1, s2, hyper, nesterov, t0,
+                     order, xb, yb):
+    """``fused.train_loop_optim`` with this variant's matmuls: per step the gradients (``step``
+    without update), then ``optim.update_all``.  Returns the number of steps taken."""
+    m = x.shape[0]
+    n_blocks = (m + batch - 1) // batch
+    zero = hyper[6]
+    for t in range(losses.shape[0]):
+        s = ((start + t) % n_blocks) * batch
+        e = min(s + batch, m)
+        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        loss = step(xv, yv, w1, b1, w2, b2, zero, False, loss_kind, dw1, db1, dw2, db2,
+                    a1[:e - s], dz1[:e - s], w2t, dw2t, d, apack, bpack)
+        if not np.isfinite(loss):
+            losses[t] = loss
+            return t + 1
+        losses[t] = loss + update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
+                                      nesterov, t0 + t + 1)
+    return losses.shape[0]

@@ -371,3 +371,18 @@ def tiled_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=
         return tiled.train_loop(x, y, *params, dt.type(lr), loss_kind, batch, start, losses,
                                 *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
                                 *_packs(batch, n, h, dt), *rows)
+
+
+def tiled_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
+                           batch=None, start=0, order=None):
+    """``fused_train_loop_optim`` with the tiled matmuls."""
+    m, n, h, k = _sizes(params, x)
+    batch, rows = _batches(params, x, batch, order)
+    kind, s1, s2, hyper = optimizer.kernel_arguments(params)
+    dt = params.dtype
+    with parallel_section(), threads_for(batch, n, h, k):
+        done = tiled.train_loop_optim(x, y, *params, loss_kind, batch, start, losses, *grads,
+                                      *_fused_scratch(batch, h, k, dt), *_packs(batch, n, h, dt),
+                                      kind, s1, s2, hyper, optimizer.nesterov, optimizer.t, *rows)
+    optimizer.t += done - (0 if np.isfinite(losses[done - 1]) else 1)
+    return done
