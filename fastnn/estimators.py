@@ -19,7 +19,7 @@ from .checkpoint import Checkpoint
 from .checkpoint import load as _load_checkpoint
 from .checkpoint import save as _save_checkpoint
 from .optim import Optimizer
-from .params import Params, as_float_dtype
+from .params import as_float_dtype, init_params
 from .reference import softmax
 from .trainer import train
 
@@ -212,8 +212,10 @@ class _MLP(_Base):
             hidden = hidden[0]
         early = bool(self.early_stopping) and reset
         seed = None if self._seed is None else (self._seed + self.n_iter_) % 2**32
+        if params is None:  # n_outputs_ from the targets (a classifier's: all its classes)
+            params = init_params(X.shape[1], hidden, self.n_outputs_, dtype=X.dtype, seed=seed)
         result = train(
-            X, targets, hidden=hidden if params is None else None, params=params,
+            X, targets, params=params,
             epochs=epochs, batch_size=self.batch_size, shuffle=self.shuffle,
             optimizer=self.optimizer_, loss=self._loss, dtype=self.dtype, kernel=self.kernel,
             seed=seed, early_stopping=early,
@@ -389,7 +391,9 @@ class MLPClassifier(_ClassifierMixin, _MLP):
 
     _loss = "softmax"
 
-    def _encode_targets(self, y, reset, classes=None):
+    def _encode_targets(self, y, reset):
+        """Labels as indices into ``classes_``; with ``reset``, ``classes_`` is set first: the
+        ``classes`` given to the first ``partial_fit``, else the labels in ``y``."""
         arr = np.asarray(y)
         if arr.ndim == 2 and arr.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected; it is "
@@ -404,6 +408,7 @@ class MLPClassifier(_ClassifierMixin, _MLP):
             raise ValueError("Unknown label type: continuous targets; MLPClassifier needs class "
                              "labels (use MLPRegressor for regression)")
         if reset:
+            classes = getattr(self, "_first_classes", None)
             self.classes_ = np.unique(arr) if classes is None else np.unique(classes)
             self.n_outputs_ = len(self.classes_)
         idx = np.searchsorted(self.classes_, arr)
@@ -419,22 +424,15 @@ class MLPClassifier(_ClassifierMixin, _MLP):
         state.  The first call needs ``classes`` (all labels that will ever appear) unless
         ``y`` already holds them all."""
         if not hasattr(self, "params_"):
-            self._pending_classes = classes
-            return self._fit(X, y, epochs=1, reset=True)
+            self._first_classes = classes
+            try:
+                return self._fit(X, y, epochs=1, reset=True)
+            finally:
+                self._first_classes = None
         if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes: {classes!r} differs from the first call's "
                              f"{self.classes_.tolist()!r}")
         return self._fit(X, y, epochs=1, reset=False)
-
-    def _fit(self, X, y, *, epochs, reset):
-        classes = getattr(self, "_pending_classes", None)
-        self._pending_classes = None
-        if y is None:
-            raise ValueError("MLPClassifier requires y to be passed, but the target y is None")
-        if reset:  # encode with the given classes before _MLP._fit re-encodes with reset
-            self._encode_targets(y, reset=True, classes=classes)
-            self._classes_given = classes is not None
-        return super()._fit(X, y, epochs=epochs, reset=reset)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""

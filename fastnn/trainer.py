@@ -145,9 +145,10 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     defaults to the params' dtype, else x's when it is float32/float64, else float64.
     ``callback(t, loss)`` is called for every step, in order, possibly in bursts of
     ``callback_every``.  ``threads``: Numba and BLAS threads for this run (together; the
-    previous count is restored afterwards; None keeps the current setting).  ``whole_loop``: run the steps inside one compiled call per epoch or burst
-    (identical numbers; plain SGD for every variant with ``train_loop``, the other optimisers
-    for those with ``train_loop_optim``); ``None`` uses it when the kernel has one.  ``progress``: a
+    previous count is restored afterwards; None keeps the current setting).  ``whole_loop``: run
+    the steps inside one compiled call per epoch or burst (identical numbers; plain SGD for every
+    variant with ``train_loop``, the other optimisers for those with ``train_loop_optim``);
+    ``None`` uses it when the kernel has one.  ``progress``: a
     progress bar (tqdm) on stderr.
     """
     variant = kernels.get(kernel)

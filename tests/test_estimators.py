@@ -141,3 +141,13 @@ def test_estimators_work_without_scikit_learn():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
+
+
+def test_partial_fit_keeps_the_classes_given_on_the_first_call():
+    x = np.random.default_rng(0).standard_normal((20, 3))
+    y = np.array([0, 1] * 10)
+    clf = fastnn.MLPClassifier(8, random_state=0).partial_fit(x, y, classes=[0, 1, 2])
+    assert clf.classes_.tolist() == [0, 1, 2] and clf.predict_proba(x).shape == (20, 3)
+    clf.partial_fit(x, np.full(20, 2))  # a label absent from the first batch
+    fresh = fastnn.MLPClassifier(8, random_state=0).fit(x, y)
+    assert fresh.classes_.tolist() == [0, 1]

@@ -1,6 +1,5 @@
 """Minibatch training, optimisers, validation, early stopping, divergence and checkpoints,
 against the plain numpy loop in ``fastnn.reference.train``."""
-import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import pytest
 import fastnn
 from fastnn import reference
 from fastnn.optim import Optimizer
-from conftest import BITWISE, UNIT_ROUNDOFF, VARIANTS, params_as
+from conftest import UNIT_ROUNDOFF, VARIANTS, params_as
 
 OPTIMIZERS = [
     dict(optimizer="sgd"),

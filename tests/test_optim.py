@@ -4,7 +4,7 @@ import pytest
 
 import fastnn
 from fastnn.optim import Optimizer
-from conftest import UNIT_ROUNDOFF, make_problem
+from conftest import UNIT_ROUNDOFF
 
 CONFIGS = [
     dict(name="sgd"),

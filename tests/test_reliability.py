@@ -1,6 +1,5 @@
 """Reliability under conditions a single test process cannot show: other threading layers and
 thread counts (fresh processes), processes killed mid-run, and memory over many steps."""
-import hashlib
 import os
 import signal
 import subprocess

@@ -3,9 +3,10 @@
 Shared by the `fused` (BLAS matmuls) and `tiled` (Numba SIMD matmuls) variants.  After the first
 matmul, ``a1`` holds ``z1 = x @ w1 + b1``; everything else a step needs before the second matmul
 is ``O(m*h*k)`` work, small next to the matmuls' ``O(m*n*h)``, but as numpy calls it is a dozen
-passes over memory.  Here it is one pass: with row ``i`` of ``a1`` hot in L1, the ReLU, ``z2``, the
-loss (squared or softmax, ``losses.py``), ``dz2``, ``dz1 = (dz2 @ w2.T) * [a1 > 0]`` and the sums for ``db1``,
-``dw2 = a1.T @ dz2`` and ``db2``.  None of ``z1``, ``z2``, ``da1`` or the mask is stored.
+passes over memory.  Here it is one pass: with a block of rows of ``a1`` hot in L1, the ReLU,
+``z2``, the loss (squared or softmax, ``losses.py``), ``dz2``, ``dz1 = (dz2 @ w2.T) * [a1 > 0]``
+and the sums for ``db1``, ``dw2 = a1.T @ dz2`` and ``db2``.  None of ``z1``, ``z2``, ``da1`` or
+the mask is stored.
 
 Serial on purpose: at these sizes a parallel launch and its barrier cost about what the pass
 does (measured: replacing three small ``prange`` kernels by this pass made the `tiled` step 8-27%
@@ -17,7 +18,6 @@ is often 1 to 10.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
