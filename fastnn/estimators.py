@@ -19,7 +19,7 @@ from .checkpoint import Checkpoint
 from .checkpoint import load as _load_checkpoint
 from .checkpoint import save as _save_checkpoint
 from .optim import Optimizer
-from .params import as_float_dtype, init_params
+from .params import _positive_int, as_float_dtype, init_params
 from .reference import softmax
 from .trainer import train
 
@@ -210,6 +210,7 @@ class _MLP(_Base):
             if len(hidden) != 1:
                 raise ValueError(f"hidden: fastnn has one hidden layer, got {hidden!r}")
             hidden = hidden[0]
+        hidden = _positive_int(hidden, "hidden")
         early = bool(self.early_stopping) and reset
         seed = None if self._seed is None else (self._seed + self.n_iter_) % 2**32
         if params is None:  # n_outputs_ from the targets (a classifier's: all its classes)
