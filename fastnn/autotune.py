@@ -203,3 +203,14 @@ def auto_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=N
     if variant.train_loop is not None:
         return variant.train_loop(params, x, y, lr, losses, loss_kind, batch, start, order)
     return kernels.step_loop(variant, params, x, y, lr, losses, loss_kind, batch, start, order)
+
+
+def auto_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
+                          batch=None, start=0, order=None):
+    rows = x.shape[0] if batch is None else min(batch, x.shape[0])
+    variant = kernels.get(choose(params, x[:rows], y[:rows]))
+    if variant.train_loop_optim is not None:
+        return variant.train_loop_optim(params, x, y, optimizer, grads, losses, loss_kind, batch,
+                                        start, order)
+    return kernels.optim_step_loop(variant, params, x, y, optimizer, grads, losses, loss_kind,
+                                   batch, start, order)

@@ -376,15 +376,8 @@ class _Run:
         if self.opt.is_plain_sgd:
             return kernels.step_loop(self.variant, self.params, x, y, self.opt.lr, out,
                                      self.kind, batch, block, order)
-        for t in range(stop - start):
-            s = ((block + t) % self.per_epoch) * batch  # bulk runs wrap (one block)
-            xb, yb = kernels.batch_rows(x, y, order, s, min(s + batch, self.m))
-            value, _ = self.variant.loss_and_grads(self.params, xb, yb, self.kind, self.grads)
-            if not np.isfinite(value):
-                out[t] = value
-                return t + 1
-            out[t] = value + self.opt.step(self.params, self.grads)
-        return stop - start
+        return kernels.optim_step_loop(self.variant, self.params, x, y, self.opt, self.grads, out,
+                                       self.kind, batch, block, order)
 
     def _val_loss(self) -> float:
         z2 = self.variant.predict(self.params, self.x_val)

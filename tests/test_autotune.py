@@ -102,3 +102,20 @@ def test_tune_command(tune_dir):
     assert "6x5x4x3/float32" in show.stdout
     subprocess.run([sys.executable, "-m", "fastnn", "tune", "--clear"], env=env, check=True)
     assert not (tune_dir / "tune.json").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_auto_minibatch_training_is_the_chosen_variants_run(tune_dir, optimizer):
+    """Minibatch training with kernel="auto" measures on the batch shape, then runs exactly
+    what the chosen variant runs (its compiled loop, plain SGD or any optimiser)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((70, 9))
+    labels = rng.integers(0, 4, 70)
+    kw = dict(hidden=12, epochs=3, batch_size=16, lr=0.01, loss="softmax", seed=1,
+              optimizer=optimizer)
+    auto = fastnn.train(x, labels, kernel="auto", **kw)
+    (choice,) = autotune._memory.values()
+    direct = fastnn.train(x, labels, kernel=choice, **kw)
+    np.testing.assert_array_equal(auto.losses, direct.losses)
+    for a, b in zip(auto.params, direct.params):
+        np.testing.assert_array_equal(a, b)

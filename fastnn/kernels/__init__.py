@@ -104,7 +104,8 @@ def _auto(op):
 
 _register("auto", "the fastest of the other variants for this (shape, dtype, threads), measured "
           "once and remembered on disk (fastnn.autotune)",
-          _auto("predict"), _auto("loss_and_grads"), _auto("sgd_step"), _auto("train_loop"))
+          _auto("predict"), _auto("loss_and_grads"), _auto("sgd_step"), _auto("train_loop"),
+          _auto("train_loop_optim"))
 
 
 def available() -> list[str]:
@@ -146,3 +147,21 @@ def batch_rows(x, y, order, s, e):
         return x[s:e], y[s:e]
     rows = order[s:e]
     return np.take(x, rows, axis=0), np.take(y, rows, axis=0)
+
+
+def optim_step_loop(variant: Variant, params, x, y, optimizer, grads, losses_out,
+                    loss_kind=losses.SQUARED, batch=None, start=0, order=None) -> int:
+    """``train_loop_optim``'s contract from Python: per step ``loss_and_grads`` into ``grads``,
+    then ``optimizer.step`` (for variants without a compiled optimiser loop)."""
+    m = x.shape[0]
+    batch = m if batch is None else min(batch, m)
+    n_blocks = -(-m // batch)
+    for t in range(losses_out.shape[0]):
+        s = ((start + t) % n_blocks) * batch
+        xb, yb = batch_rows(x, y, order, s, min(s + batch, m))
+        value, _ = variant.loss_and_grads(params, xb, yb, loss_kind, grads)
+        if not np.isfinite(value):
+            losses_out[t] = value
+            return t + 1
+        losses_out[t] = value + optimizer.step(params, grads)
+    return losses_out.shape[0]
