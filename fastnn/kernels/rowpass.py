@@ -48,7 +48,7 @@ def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind):
     In: ``a1`` holding ``z1`` (before the ReLU), ``w2t = w2.T``, ``loss_kind`` (``losses.SQUARED``
     or ``losses.SOFTMAX``).  Out: ``a1 = relu(z1)``, ``dz1``, ``dw2t = dw2.T``, ``db1``, ``db2``;
     returns ``m * L`` (float64).  ``d (ROWS, k)`` is scratch for a block's rows of ``z2``, then
-    of ``dz2``.  Blocks of ``ROWS`` rows, then the remaining rows one by one: a fixed order for a
+    of ``dz2``.  Blocks of ``ROWS`` rows (the last one possibly shorter): a fixed order for a
     given ``m``.
     """
     m, h = a1.shape
@@ -62,51 +62,21 @@ def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind):
         db1[j] = 0.0
     scale = 1.0 / m
     loss = 0.0
-    i = 0
-    while i + ROWS <= m:
-        loss += _four_rows(i, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind)
-        i += ROWS
-    while i < m:
-        loss += _one_row(i, y, b2, a1, dz1, w2t, dw2t, db1, db2, d[0], scale, loss_kind)
-        i += 1
+    for i in range(0, m, ROWS):
+        loss += _rows(i, min(ROWS, m - i), y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale,
+                      loss_kind)
     return loss
 
 
 @njit(**JIT_OPTIONS, inline="always")
-def _one_row(i, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
-    """Row ``i`` of the row pass; returns its loss term.  ``d (k,)`` scratch."""
-    h = a1.shape[1]
-    k = w2t.shape[0]
-    a = a1[i]
-    g = dz1[i]
-    for j in range(h):
-        a[j] = 0.0 if a[j] < 0.0 else a[j]
-    for c in range(k):  # output layer for this row
-        z = b2[c]
-        for j in range(h):
-            z += a[j] * w2t[c, j]
-        d[c] = z
-    loss = row_loss_grad(d, y[i], d, scale, loss_kind)  # d: z2 row -> dz2 row
-    for c in range(k):
-        db2[c] += d[c]
-    for j in range(h):
-        g[j] = 0.0
-    for c in range(k):  # da1 row and the dw2 row sums
-        dc = d[c]
-        for j in range(h):
-            g[j] += dc * w2t[c, j]
-            dw2t[c, j] += dc * a[j]
-    for j in range(h):  # ReLU mask (a1 > 0 exactly when z1 > 0) and db1
-        g[j] = g[j] if a[j] > 0.0 else 0.0
-        db1[j] += g[j]
-    return loss
+def _rows(i, nr, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
+    """Rows ``i .. i+nr-1`` (``nr <= 4``) of the row pass, in explicit SIMD vectors
+    (``simd.py``), with every ``w2t``/``dw2t`` vector loaded once for the four rows.  Returns
+    their loss terms' sum.  ``d (4, k)`` scratch.
 
-
-@njit(**JIT_OPTIONS, inline="always")
-def _four_rows(i, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
-    """Rows ``i .. i+3``: ``_one_row``'s work in explicit SIMD vectors (``simd.py``), with every
-    ``w2t``/``dw2t`` vector loaded once for the four rows.  Returns their loss terms' sum.
-    ``d (4, k)`` scratch.
+    A block at the end of the batch with fewer than four rows repeats its last row in the
+    missing slots (reading only) and gives the repeats a zero gradient row, so they add nothing
+    and nothing of theirs is stored: one code path for every block.
 
     Plain loops over ``h`` left much of the work scalar: LLVM vectorises them 64 lanes at a time
     (16-lane vectors, interleaved 4 times), so the last ``h % 64`` entries of every row and
@@ -116,35 +86,41 @@ def _four_rows(i, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
     h = a1.shape[1]
     k = w2t.shape[0]
     L = VECTOR_BYTES // a1.itemsize
-    for j in range(0, h, L):  # ReLU in place
+    last = i + nr - 1
+    i0, i1, i2, i3 = i, min(i + 1, last), min(i + 2, last), min(i + 3, last)
+    for j in range(0, h, L):  # ReLU in place (idempotent: a repeated row is harmless)
         n = min(L, h - j)
-        for r in range(4):
+        for r in range(nr):
             vstore2_part(a1, i + r, j, vrelu(vload2_part(a1, i + r, j, n)), n)
     for c in range(k):  # output layer: four dot products sharing each w2t vector
         s0 = s1 = s2 = s3 = vzero(a1)
         for j in range(0, h, L):
             n = min(L, h - j)
             w = vload2_part(w2t, c, j, n)
-            s0 = vfma(vload2_part(a1, i, j, n), w, s0)
-            s1 = vfma(vload2_part(a1, i + 1, j, n), w, s1)
-            s2 = vfma(vload2_part(a1, i + 2, j, n), w, s2)
-            s3 = vfma(vload2_part(a1, i + 3, j, n), w, s3)
+            s0 = vfma(vload2_part(a1, i0, j, n), w, s0)
+            s1 = vfma(vload2_part(a1, i1, j, n), w, s1)
+            s2 = vfma(vload2_part(a1, i2, j, n), w, s2)
+            s3 = vfma(vload2_part(a1, i3, j, n), w, s3)
         d[0, c] = b2[c] + vsum(s0)
         d[1, c] = b2[c] + vsum(s1)
         d[2, c] = b2[c] + vsum(s2)
         d[3, c] = b2[c] + vsum(s3)
     loss = 0.0
     for r in range(4):
-        loss += row_loss_grad(d[r], y[i + r], d[r], scale, loss_kind)
+        if r < nr:
+            loss += row_loss_grad(d[r], y[i + r], d[r], scale, loss_kind)
+        else:
+            for c in range(k):
+                d[r, c] = 0.0
     for c in range(k):
         db2[c] += (d[0, c] + d[1, c]) + (d[2, c] + d[3, c])
     db = db1.reshape((1, h))
     for j in range(0, h, L):  # da1 rows, the dw2 sums, the masks and db1, a vector at a time
         n = min(L, h - j)
-        x0 = vload2_part(a1, i, j, n)
-        x1 = vload2_part(a1, i + 1, j, n)
-        x2 = vload2_part(a1, i + 2, j, n)
-        x3 = vload2_part(a1, i + 3, j, n)
+        x0 = vload2_part(a1, i0, j, n)
+        x1 = vload2_part(a1, i1, j, n)
+        x2 = vload2_part(a1, i2, j, n)
+        x3 = vload2_part(a1, i3, j, n)
         g0 = g1 = g2 = g3 = vzero(a1)
         for c in range(k):
             e0, e1, e2, e3 = vsplat(d[0, c]), vsplat(d[1, c]), vsplat(d[2, c]), vsplat(d[3, c])
@@ -160,10 +136,13 @@ def _four_rows(i, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
         g1 = vkeep_where_positive(g1, x1)
         g2 = vkeep_where_positive(g2, x2)
         g3 = vkeep_where_positive(g3, x3)
-        vstore2_part(dz1, i, j, g0, n)
-        vstore2_part(dz1, i + 1, j, g1, n)
-        vstore2_part(dz1, i + 2, j, g2, n)
-        vstore2_part(dz1, i + 3, j, g3, n)
+        vstore2_part(dz1, i0, j, g0, n)
+        if nr > 1:
+            vstore2_part(dz1, i1, j, g1, n)
+        if nr > 2:
+            vstore2_part(dz1, i2, j, g2, n)
+        if nr > 3:
+            vstore2_part(dz1, i3, j, g3, n)
         total = vadd(vadd(g0, g1), vadd(g2, g3))
         vstore2_part(db, 0, j, vadd(vload2_part(db, 0, j, n), total), n)
     return loss
