@@ -110,16 +110,20 @@ def check_y(y, params: Params, m: int) -> np.ndarray:
 
 
 def check_lr(lr, dtype=None) -> float:
-    """``lr`` as a finite float; with ``dtype``, also representable in it (the kernels compute
-    ``lr * grad`` in the params' dtype: 1e39 would be inf in float32)."""
+    """``lr`` as a finite float; with ``dtype``, also a normal number of it (the kernels compute
+    ``lr * grad`` in the params' dtype: 1e39 would be inf in float32, and 1e-39 a subnormal
+    with a few bits of precision left)."""
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"lr: expected a real number, got {_describe(lr)}")
     lr = float(lr)
     if not math.isfinite(lr):
         raise ValueError(f"lr: expected a finite number, got {lr}")
-    if dtype is not None and abs(lr) > float(np.finfo(dtype).max):
-        raise ValueError(f"lr: {lr:g} is not representable in {np.dtype(dtype)} (the params' "
-                         f"dtype)")
+    if dtype is not None:
+        info = np.finfo(dtype)
+        if abs(lr) > float(info.max) or 0.0 < abs(lr) < float(info.tiny):
+            raise ValueError(f"lr: {lr:g} is not representable in {np.dtype(dtype)} (the params' "
+                             f"dtype: normal numbers from {float(info.tiny):.3g} to "
+                             f"{float(info.max):.3g})")
     return lr
 
 

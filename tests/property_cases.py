@@ -211,8 +211,8 @@ def test_every_kernel_matches_the_reference_or_stays_in_bounds(c):
         gmax = max(float(np.abs(ref[n][0]).max()) for n in ("w1", "b1", "w2", "b2"))
         pmax = max(float(np.abs(p).max()) for p in c["params"])
         lr = 0.1 * pmax / gmax if gmax > 0 and pmax > 0 else 1.0
-        if lr > np.finfo(dt).max:  # such an lr is refused (test_lr_must_fit_the_dtype)
-            continue
+        if not np.finfo(dt).tiny <= lr <= np.finfo(dt).max:
+            continue  # such an lr is refused (test_lr_must_fit_the_dtype)
         if kernel in BLAS_UPDATE and not _alpha_products_normal(lr, c, ref, dt):
             continue
         before = [p.astype(np.float64) for p in work]

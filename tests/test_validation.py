@@ -195,4 +195,7 @@ def test_lr_must_fit_the_dtype():
         fastnn.sgd_step(params, x, y, 1e39)
     with pytest.raises(ValueError, match="not representable in float32"):
         fastnn.train(x, y, params=params, iters=1, lr=1e39)
+    with pytest.raises(ValueError, match="not representable in float32"):
+        fastnn.sgd_step(params, x, y, 1e-39)  # a float32 subnormal
+    fastnn.sgd_step(params, x, y, 0.0)
     fastnn.sgd_step(fastnn.init_params(3, 4, 2, seed=0), x, y, 1e39)  # fine in float64
