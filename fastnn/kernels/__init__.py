@@ -30,8 +30,8 @@ class Variant(NamedTuple):
     ``train_loop``, where present, runs up to ``len(losses)`` SGD steps in one compiled call (the
     whole-loop mode of ``train``) over consecutive row blocks of ``batch`` rows, starting at block
     ``start`` (``step_loop`` is the same loop in Python); with ``order`` (a permutation of the
-    rows) block positions index ``order`` (a shuffled epoch, ``batch_rows``).  A step whose loss is not finite makes
-    no update and ends the loop.  ``train_loop_optim(params, x, y, optimizer, grads, losses,
+    rows) block positions index ``order`` (a shuffled epoch, ``batch_rows``).  A step whose loss
+    is not finite makes no update and ends the loop.  ``train_loop_optim(params, x, y, optimizer, grads, losses,
     loss_kind, batch, start)``, where present, is the same with any ``fastnn.optim.Optimizer``
     (gradients into ``grads``, then the optimiser's fused update), advancing its state."""
 
@@ -128,21 +128,22 @@ def step_loop(variant: Variant, params, x, y, lr, losses_out, loss_kind=losses.S
               batch=None, start=0, order=None) -> int:
     """``train_loop``'s contract, one ``sgd_step`` call per step from Python: for variants
     without a compiled loop, and the plain definition the compiled loops are tested against."""
-    m = x.shape[0]
-    batch = m if batch is None else min(batch, m)
-    n_blocks = -(-m // batch)
     for t in range(losses_out.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        xb, yb = batch_rows(x, y, order, s, min(s + batch, m))
+        xb, yb = batch_rows(x, y, order, start + t, batch)
         losses_out[t] = variant.sgd_step(params, xb, yb, lr, loss_kind)
         if not np.isfinite(losses_out[t]):
             return t + 1
     return losses_out.shape[0]
 
 
-def batch_rows(x, y, order, s, e):
-    """Block ``[s, e)`` of an epoch as C-contiguous arrays: ``x[s:e]``, ``y[s:e]`` (views), or
-    with ``order`` the rows ``order[s:e]`` (copies); ``rowpass.minibatch`` in Python."""
+def batch_rows(x, y, order, block, batch=None):
+    """Minibatch ``block`` of an epoch (``rowpass.minibatch`` in Python; ``batch`` None: the
+    whole set) as C-contiguous arrays: ``x[s:e]``, ``y[s:e]`` (views), or with ``order`` the
+    rows ``order[s:e]`` (copies)."""
+    m = x.shape[0]
+    batch = m if batch is None else min(batch, m)
+    s = (block % -(-m // batch)) * batch
+    e = min(s + batch, m)
     if order is None:
         return x[s:e], y[s:e]
     rows = order[s:e]
@@ -153,12 +154,8 @@ def optim_step_loop(variant: Variant, params, x, y, optimizer, grads, losses_out
                     loss_kind=losses.SQUARED, batch=None, start=0, order=None) -> int:
     """``train_loop_optim``'s contract from Python: per step ``loss_and_grads`` into ``grads``,
     then ``optimizer.step`` (for variants without a compiled optimiser loop)."""
-    m = x.shape[0]
-    batch = m if batch is None else min(batch, m)
-    n_blocks = -(-m // batch)
     for t in range(losses_out.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        xb, yb = batch_rows(x, y, order, s, min(s + batch, m))
+        xb, yb = batch_rows(x, y, order, start + t, batch)
         value, _ = variant.loss_and_grads(params, xb, yb, loss_kind, grads)
         if not np.isfinite(value):
             losses_out[t] = value

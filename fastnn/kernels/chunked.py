@@ -179,12 +179,9 @@ def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, loss_kind, batch, sta
                dw2, db2, a1, dz1, w2t, dw2t, zparts, dz2, order, xb, yb):
     """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
     ``fused.train_loop``; other arguments as ``step`` with ``update``."""
-    m = x.shape[0]
-    n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        r = min(s + batch, m) - s
-        xv, yv = minibatch(x, y, order, s, s + r, xb, yb)
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
         losses[t] = step(backend, n_parts, xv, yv, w1, b1, w2, b2, lr, True,
                          loss_kind, w1, db1, dw2, db2, a1[:r], dz1[:r], w2t, dw2t,
                          zparts, dz2[:r])

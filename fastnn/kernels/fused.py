@@ -97,14 +97,11 @@ def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losse
     ``a1``, ``dz1``, ``xb``, ``yb`` have ``batch`` rows; other arguments as ``step`` with
     ``update``.
     """
-    m = x.shape[0]
-    n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        e = min(s + batch, m)
-        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
         losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
-                         a1[:e - s], dz1[:e - s], w2t, dw2t, d)
+                         a1[:r], dz1[:r], w2t, dw2t, d)
         if not np.isfinite(losses[t]):
             return t + 1
     return losses.shape[0]
@@ -123,15 +120,12 @@ def train_loop_optim(backend, x, y, w1, b1, w2, b2, loss_kind, batch, start, los
     no Python dispatch (about 30-60 us for the six calls), which is most of a step on small
     data such as scikit-learn's digits.
     """
-    m = x.shape[0]
-    n_blocks = (m + batch - 1) // batch
     zero = hyper[6]
     for t in range(losses.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        e = min(s + batch, m)
-        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
         loss = step(backend, xv, yv, w1, b1, w2, b2, zero, False, loss_kind, dw1, db1, dw2, db2,
-                    a1[:e - s], dz1[:e - s], w2t, dw2t, d)
+                    a1[:r], dz1[:r], w2t, dw2t, d)
         if not np.isfinite(loss):
             losses[t] = loss
             return t + 1

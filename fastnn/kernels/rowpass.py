@@ -180,11 +180,17 @@ def output_layer(a1, w2t, b2, z2):
 
 
 @njit(**JIT_OPTIONS, inline="always")
-def minibatch(x, y, order, s, e, xb, yb):
-    """The rows of block ``[s, e)`` of an epoch: ``x[s:e]``, ``y[s:e]`` (views) when ``order``
-    is empty, else rows ``order[s:e]`` of ``x`` and ``y`` gathered into ``xb``, ``yb`` (a
-    shuffled epoch).  Gathering a batch right before its step leaves it in cache for the first
-    matmul, and needs no second copy of the whole data set."""
+def minibatch(x, y, order, block, batch, xb, yb):
+    """The rows of minibatch ``block`` of an epoch (wrapped: blocks ``b`` and ``b + n_blocks``
+    are the same), positions ``[s, e)`` with ``s = (block % n_blocks) * batch`` and
+    ``e = min(s + batch, m)``, so the last block may be partial.  Those rows are ``x[s:e]``,
+    ``y[s:e]`` (views) when ``order`` is empty, else rows ``order[s:e]`` of ``x`` and ``y``
+    gathered into ``xb``, ``yb`` (a shuffled epoch).  Gathering a batch right before its step
+    leaves it in cache for the first matmul, and needs no second copy of the whole data set.
+    ``kernels.batch_rows`` is the same in Python."""
+    m = x.shape[0]
+    s = (block % ((m + batch - 1) // batch)) * batch
+    e = min(s + batch, m)
     if order.shape[0] == 0:
         return x[s:e], y[s:e]
     n = x.shape[1]

@@ -229,14 +229,11 @@ def train_loop(x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, d
                w2t, dw2t, d, apack, bpack, order, xb, yb):
     """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
     ``fused.train_loop``."""
-    m = x.shape[0]
-    n_blocks = (m + batch - 1) // batch
     for t in range(losses.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        e = min(s + batch, m)
-        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
         losses[t] = step(xv, yv, w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
-                         a1[:e - s], dz1[:e - s], w2t, dw2t, d, apack, bpack)
+                         a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
         if not np.isfinite(losses[t]):
             return t + 1
     return losses.shape[0]
@@ -256,15 +253,12 @@ def train_loop_optim(x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1,
                      order, xb, yb):
     """``fused.train_loop_optim`` with this variant's matmuls: per step the gradients (``step``
     without update), then ``optim.update_all``.  Returns the number of steps taken."""
-    m = x.shape[0]
-    n_blocks = (m + batch - 1) // batch
     zero = hyper[6]
     for t in range(losses.shape[0]):
-        s = ((start + t) % n_blocks) * batch
-        e = min(s + batch, m)
-        xv, yv = minibatch(x, y, order, s, e, xb, yb)
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
         loss = step(xv, yv, w1, b1, w2, b2, zero, False, loss_kind, dw1, db1, dw2, db2,
-                    a1[:e - s], dz1[:e - s], w2t, dw2t, d, apack, bpack)
+                    a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
         if not np.isfinite(loss):
             losses[t] = loss
             return t + 1
