@@ -146,10 +146,9 @@ class Optimizer:
         """``step`` in plain numpy: the specification."""
         self._ensure_state(params)
         self.t += 1
-        penalty = 0.0
+        penalty = self.penalty(params)  # of the params before the update
         for i, (p, g) in enumerate(zip(params, grads)):
             if DECAYED[i]:
-                penalty += float(np.sum(p.astype(np.float64) ** 2))
                 g = g + self.alpha * p
             if self.name == "adam":
                 m, v = self.state["m"][i], self.state["v"][i]
@@ -164,7 +163,7 @@ class Optimizer:
                 p -= self.lr * (g + self.momentum * v if self.nesterov else v)
             else:
                 p -= self.lr * g
-        return 0.5 * self.alpha * penalty
+        return penalty
 
     def penalty(self, params: Params) -> float:
         """The L2 term ``(alpha / 2) * (sum(w1**2) + sum(w2**2))`` for ``params``."""
