@@ -398,9 +398,18 @@ class _Run:
                 self.bad_epochs += 1
                 if self.bad_epochs >= self.config["patience"]:
                     self.stopped_early = True
-        if self.step - self.snapshot_step >= min(self.per_epoch, SNAPSHOT_STEPS):
+        self._snapshot_after(min(self.per_epoch, SNAPSHOT_STEPS))
+
+    def _snapshot_after(self, steps):
+        """Copy the params (the fallback if a diverging step leaves them non-finite) when at
+        least ``steps`` steps have run since the last copy."""
+        if self.step - self.snapshot_step >= steps:
             self.snapshot = self.params.copy()
             self.snapshot_step = self.step
+
+    def _set_params(self, source):
+        for p, q in zip(self.params, source):
+            p[...] = q
 
     def execute(self, callback, callback_every, checkpoint, every, progress):
         bar = None
@@ -438,8 +447,7 @@ class _Run:
                 self.diverged_at = self.step
                 self.losses = self.losses[:self.step + 1]
                 if not all(np.isfinite(p).all() for p in self.params):
-                    for p, s in zip(self.params, self.snapshot):
-                        p[...] = s
+                    self._set_params(self.snapshot)
                     self.kept = (f"the parameters after step {self.snapshot_step} (the last "
                                  f"finite snapshot; later ones were no longer finite)")
                 break
@@ -448,9 +456,7 @@ class _Run:
                     callback(t, float(self.losses[t]))
             if bulk:
                 self.epoch_losses.extend(self.losses[start:self.step].tolist())
-                if self.step - self.snapshot_step >= SNAPSHOT_STEPS:
-                    self.snapshot = self.params.copy()
-                    self.snapshot_step = self.step
+                self._snapshot_after(SNAPSHOT_STEPS)
             elif self.step % self.per_epoch == 0:  # complete epochs only (resume-safe)
                 self._end_epoch((self.step - 1) // self.per_epoch)
             if checkpoint is not None and (every is not None and self.step % every == 0):
@@ -465,8 +471,7 @@ class _Run:
         if self.diverged_at is None:
             self.losses = self.losses[:self.step]
         if self.stopped_early and self.best_params is not None:
-            for p, b in zip(self.params, self.best_params):
-                p[...] = b
+            self._set_params(self.best_params)
         if checkpoint is not None:
             self.save(checkpoint)
         if bar is not None:
