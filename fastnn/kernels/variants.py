@@ -225,6 +225,13 @@ def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=
 
 
 
+def _count_updates(optimizer, losses, done):
+    """Advance ``optimizer.t`` by the updates a compiled loop made: ``done`` steps, less the
+    last if its loss was not finite (that step made none).  Returns ``done``."""
+    optimizer.t += done - (0 if np.isfinite(losses[done - 1]) else 1)
+    return done
+
+
 def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
                            batch=None, start=0, order=None):
     """``train_loop`` with any ``fastnn.optim.Optimizer`` (its state and step count advance)."""
@@ -234,8 +241,7 @@ def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_
     done = fused.train_loop_optim(blas.BACKEND, x, y, *params, loss_kind, batch, start, losses,
                                   *grads, *_fused_scratch(batch, h, k, params.dtype), kind, s1,
                                   s2, hyper, optimizer.nesterov, optimizer.t, *rows)
-    optimizer.t += done - (0 if np.isfinite(losses[done - 1]) else 1)
-    return done
+    return _count_updates(optimizer, losses, done)
 
 
 # --- blas: chunks of hidden units over Numba's threads, one BLAS thread each ------------------------
@@ -384,5 +390,4 @@ def tiled_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_
         done = tiled.train_loop_optim(x, y, *params, loss_kind, batch, start, losses, *grads,
                                       *_fused_scratch(batch, h, k, dt), *_packs(batch, n, h, dt),
                                       kind, s1, s2, hyper, optimizer.nesterov, optimizer.t, *rows)
-    optimizer.t += done - (0 if np.isfinite(losses[done - 1]) else 1)
-    return done
+    return _count_updates(optimizer, losses, done)
