@@ -7,6 +7,13 @@ machine and software (CPU, core count, fastnn/numpy/numba versions, BLAS backend
 elsewhere or before an upgrade is never reused.  Writes are atomic (temporary file, then rename).
 ``fastnn tune`` measures again and overwrites.
 
+Candidates: ``numpy`` (the careful numpy step: with it among them, ``auto`` is never slower than
+numpy, to the accuracy of the measurement), ``fused``, ``fused-openblas`` (when MKL is the default
+BLAS), ``tiled`` and ``blas``.  A first call measures only the candidates that are ready (see
+``ready``), so that it costs one variant's compile, not five; ``fastnn tune`` compiles and
+measures all of them, and a later first call measures again whenever a candidate it did not
+measure has become ready.
+
 Measuring: each candidate runs in a block of its own (a warm-up, then timed calls), and the blocks
 are repeated in alternating order; the median block time decides.  Blocks rather than call-by-call
 interleaving, because in training the chosen kernel runs alone: a parallel Numba kernel measured
@@ -22,16 +29,25 @@ import tempfile
 import threading
 import time
 
+import numba
 import numpy as np
 
 from . import kernels
 from ._config import get_num_threads
+from .kernels import blas
 from .kernels.losses import SQUARED
+from .kernels.variants import step_flops
 from .params import Params
 
-CANDIDATES = ("fused", "tiled", "blas")
+CANDIDATES = ("numpy", "fused", "fused-openblas", "tiled", "blas")
+# The compiled functions a candidate's step runs, for telling whether it is "ready" (compiled or
+# in Numba's on-disk cache for the dtype).  numpy compiles nothing; fused is what a first call
+# compiles anyway (fused-openblas is the same code).
+_COMPILED = {"tiled": ("tiled", "step"), "blas": ("chunked", "step")}
 _lock = threading.Lock()
 _memory: dict[str, str] = {}
+_by_layers: dict[str, str] = {}  # the last choice per (n, h, k, dtype, threads)
+_last = None
 
 
 def tune_dir() -> str:
@@ -93,9 +109,51 @@ def candidates() -> list[str]:
     return [name for name in CANDIDATES if name in kernels.available()]
 
 
+def ready(dtype) -> list[str]:
+    """The candidates that run without compiling first: numpy, fused (the route a first call
+    compiles anyway), and any other whose step is compiled for ``dtype`` in this process or in
+    Numba's on-disk cache.  ``auto``'s first call measures these only (a cold compile of every
+    candidate costs ~15 s); ``fastnn tune`` measures them all."""
+    return [name for name in candidates()
+            if name not in _COMPILED or _compiled_for(_dispatcher(name), dtype)]
+
+
+def _dispatcher(name):
+    module, function = _COMPILED[name]
+    return getattr(getattr(kernels, module), function)
+
+
+def _compiled_for(dispatcher, dtype) -> bool:
+    """Whether ``dispatcher`` has machine code for arrays of ``dtype``: compiled in this process,
+    or in the on-disk cache (its index read without loading anything).  The index is Numba's
+    internal format: if that ever changes, this answers False, which only narrows the choice."""
+    want = numba.from_dtype(np.dtype(dtype))
+
+    def for_dtype(sig):
+        return any(isinstance(t, numba.types.Array) and t.dtype == want for t in sig)
+
+    if any(for_dtype(sig) for sig in dispatcher.signatures):
+        return True
+    try:
+        index = dispatcher._cache._cache_file._load_index()
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+        return any(key[1] == magic and for_dtype(key[0]) for key in index)
+    except Exception:
+        return False
+
+
 # OpenBLAS's idle workers spin for up to 2**28 cycles (~0.1 s) after a call, so the warm-up must
-# outlast that before a parallel Numba kernel is timed.
+# outlast that before a candidate that uses another thread pool is timed.  Within one pool a short
+# warm-up does (caches, branch predictors).
 WARM_UP = 0.12
+WARM_UP_SAME_POOL = 0.01
+
+
+def _pool(name) -> str:
+    """The thread pool a candidate's step keeps busy."""
+    if name == "fused":
+        return blas.BACKEND_NAME
+    return {"numpy": "numpy", "fused-openblas": "numpy"}.get(name, "numba")
 
 
 def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[str, float]:
@@ -109,12 +167,16 @@ def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[
         p = params.copy()
         steps[name] = (lambda v=variant, p=p: v.sgd_step(p, x, y, lr))
         steps[name]()  # compile or load from cache
+    names.sort(key=_pool)  # candidates sharing a pool run next to each other: fewer long warm-ups
     times = {name: [] for name in names}
+    pool = None
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             f = steps[name]
-            _block(f, WARM_UP)  # lets the other variant's thread pool go idle
+            # a new pool: let the previous one's threads go idle first
+            _block(f, WARM_UP if _pool(name) != pool else WARM_UP_SAME_POOL)
+            pool = _pool(name)
             times[name].append(_block(f, block))
     return {name: float(np.median(t)) for name, t in times.items()}
 
@@ -130,27 +192,66 @@ def _block(f, budget):
             return total / reps
 
 
-def choose(params: Params, x, y, *, retune=False) -> str:
-    """The variant ``auto`` runs for this problem: remembered, or measured now and remembered."""
+# Below this many flops per step, ``auto`` runs ``fused`` without measuring: a step is then tens
+# of microseconds, where numpy's ~20 calls of per-call overhead lose to one compiled call.
+# Measured (docs/optimisation.md): fused 1.1-1.8x the careful numpy step on every shape tried
+# below it (1x1x1x1 to 16x64x64x64, k up to 100, both dtypes), where a measurement would cost
+# ~0.6 s, thousands of such steps.
+MEASURE_FLOPS = 1_000_000
+SMALL_CHOICE = "fused"
+
+
+def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
+    """The variant ``auto`` runs for this problem: remembered, or measured now and remembered.
+
+    A remembered choice stands unless a candidate it did not measure has become ready since
+    (compiled by ``fastnn tune``, or by a run with ``kernel=NAME``): then the ready ones are
+    measured again, once per process.  With ``measure_now=False`` (predict, loss_and_grads:
+    often called on a whole data set or validation split, a shape training never steps on) it
+    does not measure: the remembered choice for this shape, else the last choice made in this
+    process for the same layer sizes (the training batch's), else ``fused``."""
+    chosen = _choose(params, x, y, retune, measure_now)
+    if measure_now:
+        global _last
+        _last = chosen
+    return chosen
+
+
+def last_choice():
+    """The variant ``auto`` last ran a training step with in this process (None before any)."""
+    return _last
+
+
+def _choose(params: Params, x, y, retune, measure_now) -> str:
     m = x.shape[0]
     n, h = params.w1.shape
     k = params.w2.shape[1]
-    key = _key(m, n, h, k, params.dtype, get_num_threads())
+    if not retune and step_flops(m, n, h, k) < MEASURE_FLOPS:
+        return SMALL_CHOICE
+    threads = get_num_threads()
+    key = _key(m, n, h, k, params.dtype, threads)
+    layers = key.split("x", 1)[1]  # "n x h x k / dtype / threads"
     with _lock:
         if not retune:
             if key in _memory:
                 return _memory[key]
             choice = _load().get(key)
-            if isinstance(choice, dict) and choice.get("kernel") in kernels.available():
-                _memory[key] = choice["kernel"]
+            if (isinstance(choice, dict) and choice.get("kernel") in kernels.available()
+                    and (not measure_now
+                         or set(ready(params.dtype)) <= set(choice.get("us", {})))):
+                _memory[key] = _by_layers[layers] = choice["kernel"]
                 return choice["kernel"]
-        return _measure_and_remember(params, x, y, key)["kernel"]
+            if not measure_now:
+                return _by_layers.get(layers, SMALL_CHOICE)
+        chosen = _measure_and_remember(params, x, y, key, ready(params.dtype))["kernel"]
+        _by_layers[layers] = chosen
+        return chosen
 
 
-def _measure_and_remember(params: Params, x, y, key: str) -> dict:
-    """Measure the candidates, remember the winner (memory and disk); returns the entry
+def _measure_and_remember(params: Params, x, y, key: str, names) -> dict:
+    """Measure ``names``, remember the winner (memory and disk); returns the entry
     ``{"kernel": name, "us": {name: microseconds per step}}``.  Call with ``_lock`` held."""
-    timings = measure(params, x, y)
+    timings = measure(params, x, y, names)
     entry = {"kernel": min(timings, key=timings.get),
              "us": {name: t * 1e6 for name, t in timings.items()}}
     _memory[key] = entry["kernel"]
@@ -168,13 +269,15 @@ def tune(shape, dtype, *, seed=0) -> dict:
     x, y, params = problem(shape, dtype, seed=seed)
     m, n, h, k = shape
     with _lock:
-        return _measure_and_remember(params, x, y, _key(m, n, h, k, dtype, get_num_threads()))
+        return _measure_and_remember(params, x, y, _key(m, n, h, k, dtype, get_num_threads()),
+                                     candidates())
 
 
 def forget() -> None:
     """Drop every remembered choice, in memory and on disk."""
     with _lock:
         _memory.clear()
+        _by_layers.clear()
         try:
             os.remove(tune_file())
         except OSError:
@@ -184,12 +287,12 @@ def forget() -> None:
 # --- the `auto` variant: choose, then delegate ------------------------------------------------------
 
 def auto_predict(params: Params, x):
-    y = np.zeros((x.shape[0], params.w2.shape[1]), params.dtype)
-    return kernels.get(choose(params, x, y)).predict(params, x)
+    return kernels.get(choose(params, x, x[:, :0], measure_now=False)).predict(params, x)
 
 
 def auto_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
-    return kernels.get(choose(params, x, y)).loss_and_grads(params, x, y, loss_kind, grads)
+    variant = kernels.get(choose(params, x, y, measure_now=False))
+    return variant.loss_and_grads(params, x, y, loss_kind, grads)
 
 
 def auto_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):

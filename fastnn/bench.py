@@ -23,6 +23,10 @@ import time
 
 import numpy as np
 
+from .kernels import numpy_step
+from .kernels.variants import step_flops
+from .params import Params
+
 SHAPES = {
     "seed": (64, 1000, 100, 10),
     "mnist": (128, 784, 512, 10),
@@ -46,31 +50,17 @@ def parse_shape(text: str) -> tuple[str, tuple[int, int, int, int]]:
     return text, dims
 
 
-def step_flops(m, n, h, k) -> int:
-    return 4 * m * n * h + 6 * m * h * k
-
-
 class NumpyStep:
-    """The careful numpy SGD step every speed figure is compared with: preallocated buffers,
-    ``np.matmul(..., out=)``, in-place updates (the same method as ``shared/bench/numpy_step.py``).
-    Fresh ~1 MB temporaries cost page faults on every step, which made a naive numpy step about
-    twice as slow, so this baseline avoids them."""
+    """The careful numpy SGD step every speed figure is compared with (``kernels.numpy_step``:
+    preallocated buffers, ``np.matmul(..., out=)``, in-place updates; the same method as
+    ``shared/bench/numpy_step.py``), on its own copies of the params."""
 
     def __init__(self, x, y, params, lr):
         self.x, self.y = x, y
-        self.w1, self.b1, self.w2, self.b2 = [np.array(p, copy=True) for p in params]
-        m, n = x.shape
-        h, k = self.w1.shape[1], self.w2.shape[1]
-        dt = x.dtype
-        self.z1 = np.empty((m, h), dt)
-        self.z2 = np.empty((m, k), dt)
-        self.da1 = np.empty((m, h), dt)
-        self.mask = np.empty((m, h), bool)
-        self.dw1 = np.empty((n, h), dt)
-        self.dw2 = np.empty((h, k), dt)
-        self.lr = dt.type(lr)
-        self.two_over_m = dt.type(2.0 / m)
-        self.m = m
+        self.params = Params(*(np.array(p, copy=True) for p in params))
+        self.work = numpy_step.Workspace(x.shape[0], *self.params.w1.shape,
+                                         self.params.w2.shape[1], x.dtype)
+        self.lr = x.dtype.type(lr)
 
     def train(self, iters):
         """``iters`` steps from Python, the loop a numpy user writes."""
@@ -79,42 +69,14 @@ class NumpyStep:
 
     def forward(self):
         """``z2`` (the ``predict`` stage)."""
-        z1 = np.matmul(self.x, self.w1, out=self.z1)
-        z1 += self.b1
-        a1 = np.maximum(z1, 0, out=z1)
-        z2 = np.matmul(a1, self.w2, out=self.z2)
-        z2 += self.b2
-        return z2
+        return numpy_step.forward(self.work, self.params, self.x)
 
     def grads(self):
         """Loss and all four gradients, no update (the ``loss_and_grads`` stage)."""
-        x, y, w2 = self.x, self.y, self.w2
-        z2 = self.forward()
-        a1 = self.z1
-        d = np.subtract(z2, y, out=z2)
-        loss = float(np.vdot(d, d)) / self.m
-        d *= self.two_over_m
-        dw2 = np.matmul(a1.T, d, out=self.dw2)
-        db2 = d.sum(0)
-        da1 = np.matmul(d, w2.T, out=self.da1)
-        np.greater(a1, 0, out=self.mask)
-        da1 *= self.mask
-        dw1 = np.matmul(x.T, da1, out=self.dw1)
-        db1 = da1.sum(0)
-        return loss, dw1, db1, dw2, db2
+        return numpy_step.grads(self.work, self.params, self.x, self.y)
 
     def step(self):
-        w1, b1, w2, b2, lr = self.w1, self.b1, self.w2, self.b2, self.lr
-        loss, dw1, db1, dw2, db2 = self.grads()
-        dw1 *= lr
-        w1 -= dw1
-        dw2 *= lr
-        w2 -= dw2
-        db1 *= lr
-        b1 -= db1
-        db2 *= lr
-        b2 -= db2
-        return loss
+        return numpy_step.step(self.work, self.params, self.x, self.y, self.lr)
 
 
 def _per_call(f, budget):

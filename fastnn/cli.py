@@ -303,7 +303,13 @@ def _train(args) -> int:
         print(f"test loss   {output_loss(z, np.asarray(y_test, z.dtype).reshape(z.shape))[0]:.6g}")
     print(f"time/iter   {result.seconds_per_iter * 1e6:.1f} us (first step, with compile or "
           f"cache load: {result.first_step_seconds:.3f} s)")
-    print(f"kernel      {result.kernel}, dtype {result.dtype}, threads {fastnn.get_num_threads()}")
+    ran = ""
+    if result.kernel == "auto":
+        from . import autotune
+
+        ran = f" (ran {autotune.last_choice()}; `fastnn tune --show` for the timings)"
+    print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, "
+          f"threads {fastnn.get_num_threads()}")
     if result.diverged:
         print(f"diverged    at step {result.diverged_at}; kept the last finite parameters")
     if args.checkpoint:

@@ -16,19 +16,22 @@ from conftest import assert_same_numbers, make_problem
 def tune_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTNN_TUNE_DIR", str(tmp_path))
     monkeypatch.setattr(autotune, "WARM_UP", 0.002)  # keep the measurement short in tests
-    autotune._memory.clear()
+    monkeypatch.setattr(autotune, "MEASURE_FLOPS", 0)  # measure even the tests' small shapes
+    autotune.forget()
     yield tmp_path
-    autotune._memory.clear()
+    autotune.forget()
 
 
 def test_auto_runs_the_chosen_variant_and_remembers_it(tune_dir):
     x, y, params = make_problem(11, 13, 17, 3, np.float64)
+    fastnn.sgd_step(params.copy(), x, y, 1e-2, kernel="auto")  # a training step measures
     loss, grads = fastnn.loss_and_grads(params, x, y, kernel="auto")
     stored = json.loads((tune_dir / "tune.json").read_text())
     (key, entry), = stored["choices"].items()
     assert key == f"11x13x17x3/float64/t{fastnn.get_num_threads()}"
     assert entry["kernel"] in autotune.candidates()
-    assert set(entry["us"]) == set(autotune.candidates())
+    assert set(entry["us"]) == set(autotune.ready(np.float64))
+    assert {"numpy", "fused"} <= set(entry["us"])
     assert min(entry["us"], key=entry["us"].get) == entry["kernel"]
     chosen = entry["kernel"]
     want_loss, want_grads = fastnn.loss_and_grads(params, x, y, kernel=chosen)
@@ -52,10 +55,12 @@ def test_a_new_process_reads_the_remembered_choice(tune_dir):
     data = json.loads(path.read_text())
     key = next(iter(data["choices"]))
     # plant a choice the measurement would not make: a new process must use it, not re-measure
-    data["choices"][key] = {"kernel": "naive", "us": {}}
+    data["choices"][key] = {"kernel": "naive",
+                            "us": {name: 1.0 for name in autotune.candidates()}}
     path.write_text(json.dumps(data))
     code = ("import numpy as np, fastnn\nfrom fastnn import autotune\n"
             "autotune.measure = None  # would raise if called\n"
+            "autotune.MEASURE_FLOPS = 0\n"
             "x = np.ones((5, 4), np.float32); y = np.ones((5, 2), np.float32)\n"
             "p = fastnn.init_params(4, 3, 2, dtype=np.float32)\n"
             "fastnn.sgd_step(p, x, y, 0.1, kernel='auto')\n"
@@ -82,13 +87,14 @@ def test_unwritable_tune_dir_still_works(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("FASTNN_TUNE_DIR", str(blocker / "sub"))  # cannot be created
     monkeypatch.setattr(autotune, "WARM_UP", 0.002)
-    autotune._memory.clear()
+    monkeypatch.setattr(autotune, "MEASURE_FLOPS", 0)
+    autotune.forget()
     x, y, params = make_problem(5, 4, 3, 2, np.float64)
     fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
     entry = autotune.tune((5, 4, 3, 2), np.float64)  # reports its measurement all the same
     assert entry["kernel"] in autotune.candidates() and set(entry["us"]) == set(
         autotune.candidates())
-    autotune._memory.clear()
+    autotune.forget()
 
 
 def test_tune_command(tune_dir):
@@ -119,3 +125,72 @@ def test_auto_minibatch_training_is_the_chosen_variants_run(tune_dir, optimizer)
     np.testing.assert_array_equal(auto.losses, direct.losses)
     for a, b in zip(auto.params, direct.params):
         np.testing.assert_array_equal(a, b)
+
+
+def test_small_problems_run_fused_without_measuring(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTNN_TUNE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "measure", None)  # would raise if called
+    autotune.forget()
+    x, y, params = make_problem(9, 7, 5, 3, np.float64)
+    assert autotune.step_flops(9, 7, 5, 3) < autotune.MEASURE_FLOPS
+    p1, p2 = params.copy(), params.copy()
+    assert_same_numbers(fastnn.sgd_step(p1, x, y, 1e-2, kernel="auto"),
+                        fastnn.sgd_step(p2, x, y, 1e-2, kernel=autotune.SMALL_CHOICE), "fused")
+    assert not (tmp_path / "tune.json").exists()
+
+
+def test_ready_candidates(tune_dir):
+    """numpy and fused are always ready; tiled once its step is compiled for the dtype."""
+    from fastnn.kernels import tiled
+
+    assert {"numpy", "fused"} <= set(autotune.ready(np.float32))
+    x, y, params = make_problem(5, 4, 3, 2, np.float32)
+    fastnn.sgd_step(params, x, y, 1e-2, kernel="tiled")
+    assert any(sig[0].dtype.name == "float32" for sig in tiled.step.signatures)
+    assert "tiled" in autotune.ready(np.float32)
+
+
+def test_a_new_process_finds_variants_in_the_disk_cache():
+    """A variant compiled by an earlier process is ready in a new one (read from Numba's cache
+    index, without loading it)."""
+    if not fastnn._config.CACHE:
+        pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0)")
+    compile_ = ("import numpy as np, fastnn\n"
+                "x = np.ones((5, 4)); y = np.ones((5, 2))\n"
+                "fastnn.sgd_step(fastnn.init_params(4, 3, 2), x, y, 0.1, kernel='tiled')\n")
+    subprocess.run([sys.executable, "-c", compile_], check=True)
+    check = ("import numpy as np\nfrom fastnn import autotune\nfrom fastnn.kernels import tiled\n"
+             "ready = autotune.ready(np.float64)\n"
+             "print(sorted(ready), len(tiled.step.signatures))\n")
+    res = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "'tiled'" in res.stdout and res.stdout.strip().endswith(" 0"), res.stdout
+
+
+def test_a_remembered_choice_is_measured_again_when_a_candidate_becomes_ready(tune_dir):
+    x, y, params = make_problem(6, 5, 4, 3, np.float64)
+    key = f"6x5x4x3/float64/t{fastnn.get_num_threads()}"
+    # a choice made when only numpy had been measured
+    (tune_dir / "tune.json").write_text(json.dumps({
+        "fingerprint": autotune._fingerprint(),
+        "choices": {key: {"kernel": "numpy", "us": {"numpy": 1.0}}}}))
+    fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
+    entry = json.loads((tune_dir / "tune.json").read_text())["choices"][key]
+    assert set(entry["us"]) == set(autotune.ready(np.float64)) and "fused" in entry["us"]
+
+
+def test_predict_and_loss_and_grads_never_measure(tune_dir, monkeypatch):
+    """On a shape training has not stepped on (a whole data set, a validation split) they use
+    the choice made for the same layers, else fused."""
+    x, y, params = make_problem(12, 13, 17, 3, np.float64)
+    big_x, big_y, _ = make_problem(40, 13, 17, 3, np.float64, seed=1)
+    monkeypatch.setattr(autotune, "measure", lambda *a, **k: {"numpy": 1.0, "fused": 2.0})
+    with_numpy = fastnn.predict(params, big_x, kernel="auto")  # nothing measured yet: fused
+    assert_same_numbers(with_numpy, fastnn.predict(params, big_x, kernel="fused"), "fused")
+    fastnn.sgd_step(params.copy(), x, y, 1e-2, kernel="auto")  # the "measurement" picks numpy
+    monkeypatch.setattr(autotune, "measure", None)  # would raise if called
+    assert_same_numbers(fastnn.predict(params, big_x, kernel="auto"),
+                        fastnn.predict(params, big_x, kernel="numpy"), "numpy")
+    got = fastnn.loss_and_grads(params, big_x, big_y, kernel="auto")
+    want = fastnn.loss_and_grads(params, big_x, big_y, kernel="numpy")
+    assert_same_numbers(got[0], want[0], "numpy")

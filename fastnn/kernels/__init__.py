@@ -5,6 +5,7 @@ its functions and adding one ``_register`` line; the tests and benchmarks pick i
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -12,8 +13,8 @@ import numpy as np
 from .. import _config, reference
 
 with _config.kernel_cache():  # every compiled kernel is defined while these modules load
-    from . import (backward, blas, chunked, forward, fused, losses, optim, rowpass,  # noqa
-                   simd, tiled, variants)
+    from . import (backward, blas, chunked, forward, fused, losses, numpy_step, optim,  # noqa
+                   rowpass, simd, tiled, variants)
 
 
 class Variant(NamedTuple):
@@ -46,7 +47,7 @@ class Variant(NamedTuple):
 
 _REGISTRY: dict[str, Variant] = {}
 
-DEFAULT = "fused"
+DEFAULT = "auto"
 
 
 def _register(name, description, predict, loss_and_grads, sgd_step, train_loop=None,
@@ -72,6 +73,10 @@ _LOSS_NAMES = {code: name for name, code in losses.NAMES.items()}
 
 _register("reference", "plain numpy, the specification (fastnn.reference)",
           reference.predict, _reference_loss_and_grads, _reference_sgd_step)
+_register("numpy", "the careful numpy step (kernels.numpy_step): numpy's BLAS for all four "
+          "matmuls, preallocated buffers, in-place updates; the speed baseline, and what auto "
+          "falls back to where no compiled variant beats it",
+          numpy_step.numpy_predict, numpy_step.numpy_loss_and_grads, numpy_step.numpy_sgd_step)
 _register("naive", "Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 and the SGD update "
           "fused into the loops",
           variants.naive_predict, variants.naive_loss_and_grads, variants.naive_sgd_step)
@@ -79,6 +84,16 @@ _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias 
           "x.T@dz1 (update via alpha=-lr, beta=1), everything else in one fused row pass",
           variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step,
           variants.fused_train_loop, variants.fused_train_loop_optim)
+
+if blas.BACKEND == blas.MKL_CBLAS and blas.NUMPY_CBLAS in blas.AVAILABLE_BACKENDS:
+    # The same compiled code with the BLAS library as a run-time argument: which library is faster
+    # depends on the shape (MKL at the seed's, numpy's OpenBLAS at 1024x4096x64: 11.7 vs 16.1 ms).
+    _register("fused-openblas", "fused, with numpy's own OpenBLAS for the two big matmuls "
+              "instead of MKL",
+              *(functools.partial(f, backend=blas.NUMPY_CBLAS)
+                for f in (variants.fused_predict, variants.fused_loss_and_grads,
+                          variants.fused_sgd_step, variants.fused_train_loop,
+                          variants.fused_train_loop_optim)))
 
 _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
           "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "

@@ -182,7 +182,7 @@ def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, loss_kind, batch, sta
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        losses[t] = step(backend, n_parts, xv, yv, w1, b1, w2, b2, lr, True,
+        losses[t] = step(backend, n_parts, xv, yv, w1, b1, w2, b2, lr, np.bool_(True),
                          loss_kind, w1, db1, dw2, db2, a1[:r], dz1[:r], w2t, dw2t,
                          zparts, dz2[:r])
         if not np.isfinite(losses[t]):

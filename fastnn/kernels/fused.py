@@ -97,10 +97,12 @@ def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losse
     ``a1``, ``dz1``, ``xb``, ``yb`` have ``batch`` rows; other arguments as ``step`` with
     ``update``.
     """
+    # np.bool_(True), not True: a literal flag would make Numba compile a second ``step``, one
+    # specialised on Literal[bool], beside the one ``sgd_step`` calls from Python (+2.4 s cold).
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
+        losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, np.bool_(True), loss_kind, w1, db1, dw2, db2,
                          a1[:r], dz1[:r], w2t, dw2t, d)
         if not np.isfinite(losses[t]):
             return t + 1
@@ -120,11 +122,11 @@ def train_loop_optim(backend, x, y, w1, b1, w2, b2, loss_kind, batch, start, los
     no Python dispatch (about 30-60 us for the six calls), which is most of a step on small
     data such as scikit-learn's digits.
     """
-    zero = hyper[6]
+    zero = hyper[6]  # run-time lr and update flag: the step sgd_step compiles (see train_loop)
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        loss = step(backend, xv, yv, w1, b1, w2, b2, zero, False, loss_kind, dw1, db1, dw2, db2,
+        loss = step(backend, xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1, dw2, db2,
                     a1[:r], dz1[:r], w2t, dw2t, d)
         if not np.isfinite(loss):
             losses[t] = loss

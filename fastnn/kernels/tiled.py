@@ -232,7 +232,7 @@ def train_loop(x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, d
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        losses[t] = step(xv, yv, w1, b1, w2, b2, lr, True, loss_kind, w1, db1, dw2, db2,
+        losses[t] = step(xv, yv, w1, b1, w2, b2, lr, np.bool_(True), loss_kind, w1, db1, dw2, db2,
                          a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
         if not np.isfinite(losses[t]):
             return t + 1
@@ -253,11 +253,11 @@ def train_loop_optim(x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1,
                      order, xb, yb):
     """``fused.train_loop_optim`` with this variant's matmuls: per step the gradients (``step``
     without update), then ``optim.update_all``.  Returns the number of steps taken."""
-    zero = hyper[6]
+    zero = hyper[6]  # run-time lr and update flag: see fused.train_loop
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        loss = step(xv, yv, w1, b1, w2, b2, zero, False, loss_kind, dw1, db1, dw2, db2,
+        loss = step(xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1, dw2, db2,
                     a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
         if not np.isfinite(loss):
             losses[t] = loss

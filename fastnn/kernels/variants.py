@@ -40,10 +40,16 @@ def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
 SERIAL_FLOPS = 2_000_000
 
 
+def step_flops(m, n, h, k) -> int:
+    """Flops of one SGD step: the two big matmuls (x @ w1, x.T @ dz1) and the three small ones
+    (a1 @ w2, dz2 @ w2.T, a1.T @ dz2); the elementwise work is not counted."""
+    return 4 * m * n * h + 6 * m * h * k
+
+
 @contextlib.contextmanager
 def threads_for(m, n, h, k):
     """Numba threads for a problem of this size: 1 when it is too small to pay for a launch."""
-    if 4 * m * n * h + 6 * m * h * k >= SERIAL_FLOPS or numba.get_num_threads() == 1:
+    if step_flops(m, n, h, k) >= SERIAL_FLOPS or numba.get_num_threads() == 1:
         yield
         return
     before = numba.get_num_threads()
@@ -171,19 +177,20 @@ def _fused_scratch(m, h, k, dt):
             scratch("dw2t", (k, h), dt), scratch("d", (rowpass.ROWS, k), dt))
 
 
-def fused_predict(params: Params, x):
+def fused_predict(params: Params, x, *, backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     z2 = np.empty((m, k), params.dtype)
-    fused.predict(blas.BACKEND, x, *params, scratch("a1", (m, h), params.dtype),
+    fused.predict(backend, x, *params, scratch("a1", (m, h), params.dtype),
                   scratch("w2t", (k, h), params.dtype), z2)
     return z2
 
 
-def fused_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
+def fused_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None, *,
+                         backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     grads = _new_grads(params) if grads is None else grads
-    loss = fused.step(blas.BACKEND, x, y, *params, dt.type(0.0), False, loss_kind, *grads,
+    loss = fused.step(backend, x, y, *params, dt.type(0.0), False, loss_kind, *grads,
                       *_fused_scratch(m, h, k, dt))
     return loss, grads
 
@@ -195,10 +202,10 @@ def _update_scratch(params: Params):
     return scratch("db1", (h,), dt), scratch("dw2", (h, k), dt), scratch("db2", (k,), dt)
 
 
-def fused_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
+def fused_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED, *, backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    return fused.step(blas.BACKEND, x, y, *params, dt.type(lr), True, loss_kind, params.w1,
+    return fused.step(backend, x, y, *params, dt.type(lr), True, loss_kind, params.w1,
                       *_update_scratch(params), *_fused_scratch(m, h, k, dt))
 
 
@@ -215,11 +222,11 @@ def _batches(params: Params, x, batch, order):
 
 
 def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
-                     order=None):
+                     order=None, *, backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     batch, rows = _batches(params, x, batch, order)
     dt = params.dtype
-    return fused.train_loop(blas.BACKEND, x, y, *params, dt.type(lr), loss_kind, batch, start,
+    return fused.train_loop(backend, x, y, *params, dt.type(lr), loss_kind, batch, start,
                             losses, *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
                             *rows)
 
@@ -233,12 +240,12 @@ def _count_updates(optimizer, losses, done):
 
 
 def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
-                           batch=None, start=0, order=None):
+                           batch=None, start=0, order=None, *, backend=blas.BACKEND):
     """``train_loop`` with any ``fastnn.optim.Optimizer`` (its state and step count advance)."""
     m, n, h, k = _sizes(params, x)
     batch, rows = _batches(params, x, batch, order)
     kind, s1, s2, hyper = optimizer.kernel_arguments(params)
-    done = fused.train_loop_optim(blas.BACKEND, x, y, *params, loss_kind, batch, start, losses,
+    done = fused.train_loop_optim(backend, x, y, *params, loss_kind, batch, start, losses,
                                   *grads, *_fused_scratch(batch, h, k, params.dtype), kind, s1,
                                   s2, hyper, optimizer.nesterov, optimizer.t, *rows)
     return _count_updates(optimizer, losses, done)
