@@ -150,10 +150,12 @@ WARM_UP_SAME_POOL = 0.01
 
 
 def _pool(name) -> str:
-    """The thread pool a candidate's step keeps busy."""
+    """The thread pools a candidate's step keeps busy: numpy and fused-openblas share numpy's
+    OpenBLAS (and fused too when that is its BLAS); tiled uses Numba's, blas both Numba's and a
+    BLAS library's."""
     if name == "fused":
         return blas.BACKEND_NAME
-    return {"numpy": "numpy", "fused-openblas": "numpy"}.get(name, "numba")
+    return {"numpy": "numpy", "fused-openblas": "numpy"}.get(name, name)
 
 
 def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[str, float]:

@@ -305,9 +305,11 @@ def bench_frameworks(shape, dtype, frameworks, *, rounds=15, budget=0.02, lr=1e-
     return rows
 
 
-def compile_times(kernel: str, dtype, shape=(8, 16, 8, 2)) -> dict:
-    """First-step seconds in a new process: with an empty Numba cache (cold), then again with the
-    cache that run left (warm).  Import time is reported separately."""
+def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
+    """First-step seconds in a new process: with an empty Numba cache and no remembered ``auto``
+    choice (cold), then again with the cache and choice that run left (warm).  Import time is
+    reported separately.  At the seed's shape, so that ``auto``'s first call measures (below
+    ``autotune.MEASURE_FLOPS`` it would not)."""
     code = (
         "import time, sys\n"
         "t0 = time.perf_counter()\n"
@@ -323,7 +325,7 @@ def compile_times(kernel: str, dtype, shape=(8, 16, 8, 2)) -> dict:
     )
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNN_TUNE_DIR=cache)
         for label in ("cold", "warm"):
             res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, check=True)
