@@ -9,10 +9,10 @@ elsewhere or before an upgrade is never reused.  Writes are atomic (temporary fi
 
 Candidates: ``numpy`` (the careful numpy step: with it among them, ``auto`` is never slower than
 numpy, to the accuracy of the measurement), ``fused``, ``fused-openblas`` (when MKL is the default
-BLAS), ``tiled`` and ``blas``.  A first call measures only the candidates that are ready (see
-``ready``), so that it costs one variant's compile, not five; ``fastnn tune`` compiles and
-measures all of them, and a later first call measures again whenever a candidate it did not
-measure has become ready.
+BLAS), ``fused-wide``, ``tiled`` and ``blas``.  A first call measures only the candidates that are
+ready (see ``ready``), so that it costs one compile (fused's, or fused-wide's for a wide output
+layer), not five; ``fastnn tune`` compiles and measures all of them, and a later first call
+measures again whenever a candidate it did not measure has become ready.
 
 Measuring: each candidate runs in a block of its own (a warm-up, then timed calls), and the blocks
 are repeated in alternating order; the median block time decides.  Blocks rather than call-by-call
@@ -39,11 +39,25 @@ from .kernels.losses import SQUARED
 from .kernels.variants import step_flops
 from .params import Params
 
-CANDIDATES = ("numpy", "fused", "fused-openblas", "tiled", "blas")
-# The compiled functions a candidate's step runs, for telling whether it is "ready" (compiled or
-# in Numba's on-disk cache for the dtype).  numpy compiles nothing; fused is what a first call
-# compiles anyway (fused-openblas is the same code).
-_COMPILED = {"tiled": ("tiled", "step"), "blas": ("chunked", "step")}
+CANDIDATES = ("numpy", "fused", "fused-openblas", "fused-wide", "tiled", "blas")
+# The compiled function each candidate's step runs, for telling whether it is "ready" (compiled,
+# or in Numba's on-disk cache, for the dtype); numpy compiles nothing.
+_COMPILED = {"fused": ("fused", "step"), "fused-openblas": ("fused", "step"),
+             "fused-wide": ("wide", "step"), "tiled": ("tiled", "step"),
+             "blas": ("chunked", "step")}
+# From this output width up, a first call compiles fused-wide rather than fused: the row pass does
+# the three output-layer matmuls on one core, which loses once k is wide (fused-wide against fused,
+# x numpy: k=32 0.93-0.96x against 0.83-0.92x, k=64 0.90-0.94x against 0.75-0.87x, k=100
+# 1.11-1.16x against 0.66-0.97x; at k=10 the two are equal, 1.10-1.12x against 1.11-1.15x).
+WIDE_K = 32
+
+
+def primary(k) -> tuple[str, ...]:
+    """The route(s) a first call on an output layer of width ``k`` compiles and always measures
+    (fused and fused-openblas are one compiled function)."""
+    return ("fused-wide",) if k >= WIDE_K else ("fused", "fused-openblas")
+
+
 _lock = threading.Lock()
 _memory: dict[str, str] = {}
 _by_layers: dict[str, str] = {}  # the last choice per (n, h, k, dtype, threads)
@@ -109,13 +123,14 @@ def candidates() -> list[str]:
     return [name for name in CANDIDATES if name in kernels.available()]
 
 
-def ready(dtype) -> list[str]:
-    """The candidates that run without compiling first: numpy, fused (the route a first call
-    compiles anyway), and any other whose step is compiled for ``dtype`` in this process or in
-    Numba's on-disk cache.  ``auto``'s first call measures these only (a cold compile of every
-    candidate costs ~15 s); ``fastnn tune`` measures them all."""
+def ready(dtype, k=1) -> list[str]:
+    """The candidates a first call measures on an output layer of width ``k``: numpy, the
+    primary route for ``k`` (whose compile the first call pays anyway), and any other whose step
+    is already compiled for ``dtype``, in this process or in Numba's on-disk cache.  Compiling
+    every candidate cold costs ~15 s; ``fastnn tune`` does, and measures them all."""
     return [name for name in candidates()
-            if name not in _COMPILED or _compiled_for(_dispatcher(name), dtype)]
+            if name == "numpy" or name in primary(k)
+            or _compiled_for(_dispatcher(name), dtype)]
 
 
 def _dispatcher(name):
@@ -153,7 +168,7 @@ def _pool(name) -> str:
     """The thread pools a candidate's step keeps busy: numpy and fused-openblas share numpy's
     OpenBLAS (and fused too when that is its BLAS); tiled uses Numba's, blas both Numba's and a
     BLAS library's."""
-    if name == "fused":
+    if name in ("fused", "fused-wide"):
         return blas.BACKEND_NAME
     return {"numpy": "numpy", "fused-openblas": "numpy"}.get(name, name)
 
@@ -211,7 +226,7 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
     measured again, once per process.  With ``measure_now=False`` (predict, loss_and_grads:
     often called on a whole data set or validation split, a shape training never steps on) it
     does not measure: the remembered choice for this shape, else the last choice made in this
-    process for the same layer sizes (the training batch's), else ``fused``."""
+    process for the same layer sizes (the training batch's), else ``primary(k)``'s first."""
     chosen = _choose(params, x, y, retune, measure_now)
     if measure_now:
         global _last
@@ -240,12 +255,12 @@ def _choose(params: Params, x, y, retune, measure_now) -> str:
             choice = _load().get(key)
             if (isinstance(choice, dict) and choice.get("kernel") in kernels.available()
                     and (not measure_now
-                         or set(ready(params.dtype)) <= set(choice.get("us", {})))):
+                         or set(ready(params.dtype, k)) <= set(choice.get("us", {})))):
                 _memory[key] = _by_layers[layers] = choice["kernel"]
                 return choice["kernel"]
             if not measure_now:
-                return _by_layers.get(layers, SMALL_CHOICE)
-        chosen = _measure_and_remember(params, x, y, key, ready(params.dtype))["kernel"]
+                return _by_layers.get(layers, primary(k)[0])
+        chosen = _measure_and_remember(params, x, y, key, ready(params.dtype, k))["kernel"]
         _by_layers[layers] = chosen
         return chosen
 

@@ -148,7 +148,7 @@ def reference_with_bounds(c):
     zero = np.zeros(1)
     return dict(z2=(z2, Z2, 0.0), loss=(loss, np.array(L), 0.0),
                 w1=(dw1, DW1, FW1), b1=(db1, DB1, FB1), w2=(dw2, DW2, zero), b2=(db2, DB2, zero),
-                e=e, dz1=dz1)
+                e=e, dz1=dz1, a1=a1, dz2=dz2)
 
 
 def _check(name, got, want, e, extra=0.0):
@@ -164,13 +164,16 @@ def _check(name, got, want, e, extra=0.0):
 # operand before multiplying (MKL does): with lr * |dz1| below the dtype's smallest normal number
 # that intermediate is subnormal and the update loses bits the formula does not lose.  Found by
 # this test: 12 ulps at lr = 2e-20, dz1 = 1.4e-20, float32.  The bound is claimed for these
-# variants' steps only where lr * x and lr * dz1 stay normal.
-BLAS_UPDATE = {"fused", "blas"}
+# variants' steps only where lr * x and lr * dz1 stay normal (and lr * a1, lr * dz2 for
+# fused-wide, whose w2 update is a gemm with alpha = -lr too).
+BLAS_UPDATE = {"fused", "fused-openblas", "fused-wide", "blas"}
 
 
-def _alpha_products_normal(lr, c, ref, dt):
-    dz1_min = _min_nonzero(ref["dz1"])
-    return lr * min(_min_nonzero(c["x"].astype(np.float64)), dz1_min) >= np.finfo(dt).tiny
+def _alpha_products_normal(kernel, lr, c, ref, dt):
+    operands = [c["x"].astype(np.float64), ref["dz1"]]
+    if kernel == "fused-wide":
+        operands += [ref["a1"], ref["dz2"]]
+    return lr * min(_min_nonzero(a) for a in operands) >= np.finfo(dt).tiny
 
 
 @SETTINGS
@@ -213,7 +216,7 @@ def test_every_kernel_matches_the_reference_or_stays_in_bounds(c):
         lr = 0.1 * pmax / gmax if gmax > 0 and pmax > 0 else 1.0
         if not np.finfo(dt).tiny <= lr <= np.finfo(dt).max:
             continue  # such an lr is refused (test_lr_must_fit_the_dtype)
-        if kernel in BLAS_UPDATE and not _alpha_products_normal(lr, c, ref, dt):
+        if kernel in BLAS_UPDATE and not _alpha_products_normal(kernel, lr, c, ref, dt):
             continue
         before = [p.astype(np.float64) for p in work]
         fastnn.sgd_step(work, x, y, lr, kernel=kernel, loss=c["loss"])

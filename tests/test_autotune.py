@@ -140,10 +140,12 @@ def test_small_problems_run_fused_without_measuring(tmp_path, monkeypatch):
 
 
 def test_ready_candidates(tune_dir):
-    """numpy and fused are always ready; tiled once its step is compiled for the dtype."""
+    """numpy and the primary route for the output width are always ready; tiled once its step
+    is compiled for the dtype."""
     from fastnn.kernels import tiled
 
-    assert {"numpy", "fused"} <= set(autotune.ready(np.float32))
+    assert {"numpy", "fused", "fused-openblas"} <= set(autotune.ready(np.float32, k=10))
+    assert {"numpy", "fused-wide"} <= set(autotune.ready(np.float32, k=autotune.WIDE_K))
     x, y, params = make_problem(5, 4, 3, 2, np.float32)
     fastnn.sgd_step(params, x, y, 1e-2, kernel="tiled")
     assert any(sig[0].dtype.name == "float32" for sig in tiled.step.signatures)
@@ -194,3 +196,10 @@ def test_predict_and_loss_and_grads_never_measure(tune_dir, monkeypatch):
     got = fastnn.loss_and_grads(params, big_x, big_y, kernel="auto")
     want = fastnn.loss_and_grads(params, big_x, big_y, kernel="numpy")
     assert_same_numbers(got[0], want[0], "numpy")
+
+
+def test_a_wide_output_layer_measures_fused_wide(tune_dir):
+    x, y, params = make_problem(6, 5, 4, autotune.WIDE_K, np.float64)
+    fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
+    (entry,) = json.loads((tune_dir / "tune.json").read_text())["choices"].values()
+    assert {"numpy", "fused-wide"} <= set(entry["us"])

@@ -14,7 +14,7 @@ from .. import _config, reference
 
 with _config.kernel_cache():  # every compiled kernel is defined while these modules load
     from . import (backward, blas, chunked, forward, fused, losses, numpy_step, optim,  # noqa
-                   rowpass, simd, tiled, variants)
+                   rowpass, simd, tiled, variants, wide)
 
 
 class Variant(NamedTuple):
@@ -94,6 +94,11 @@ if blas.BACKEND == blas.MKL_CBLAS and blas.NUMPY_CBLAS in blas.AVAILABLE_BACKEND
                 for f in (variants.fused_predict, variants.fused_loss_and_grads,
                           variants.fused_sgd_step, variants.fused_train_loop,
                           variants.fused_train_loop_optim)))
+
+_register("fused-wide", "fused with the output layer's three matmuls through BLAS too "
+          "(kernels/wide.py): for wide output layers, where the row pass's one-core matmuls lose",
+          variants.fused_wide_predict, variants.fused_wide_loss_and_grads,
+          variants.fused_wide_sgd_step)
 
 _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
           "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from ..params import Params
-from . import backward, blas, chunked, forward, fused, rowpass, simd, tiled
+from . import backward, blas, chunked, forward, fused, rowpass, simd, tiled, wide
 from .losses import SQUARED
 
 _local = threading.local()
@@ -249,6 +249,35 @@ def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_
                                   *grads, *_fused_scratch(batch, h, k, params.dtype), kind, s1,
                                   s2, hyper, optimizer.nesterov, optimizer.t, *rows)
     return _count_updates(optimizer, losses, done)
+
+
+# --- fused-wide: all five matmuls through BLAS ------------------------------------------------------
+
+def fused_wide_predict(params: Params, x):
+    m, n, h, k = _sizes(params, x)
+    z2 = np.empty((m, k), params.dtype)
+    wide.predict(blas.BACKEND, x, *params, scratch("a1", (m, h), params.dtype), z2)
+    return z2
+
+
+def _wide_scratch(m, h, k, dt):
+    return scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("z2", (m, k), dt)
+
+
+def fused_wide_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    grads = _new_grads(params) if grads is None else grads
+    loss = wide.step(blas.BACKEND, x, y, *params, dt.type(0.0), False, loss_kind, *grads,
+                     *_wide_scratch(m, h, k, dt))
+    return loss, grads
+
+
+def fused_wide_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
+    m, n, h, k = _sizes(params, x)
+    dt = params.dtype
+    return wide.step(blas.BACKEND, x, y, *params, dt.type(lr), True, loss_kind, params.w1,
+                     *_update_scratch(params), *_wide_scratch(m, h, k, dt))
 
 
 # --- blas: chunks of hidden units over Numba's threads, one BLAS thread each ------------------------
