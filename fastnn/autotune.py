@@ -8,10 +8,9 @@ elsewhere or before an upgrade is never reused.  Writes are atomic (temporary fi
 ``fastnn tune`` measures again and overwrites.
 
 Candidates: ``numpy`` (the careful numpy step: with it among them, ``auto`` is never slower than
-numpy, to the accuracy of the measurement), ``fused``, ``fused-openblas`` (when MKL is the default
-BLAS), ``fused-wide``, ``tiled`` and ``blas``.  A first call measures only the candidates that are
-ready (see ``ready``), so that it costs one compile (fused's, or fused-wide's for a wide output
-layer), not five; ``fastnn tune`` compiles and measures all of them, and a later first call
+numpy, to the accuracy of the measurement), ``fused-wide``, ``fused`` (each also with numpy's
+OpenBLAS when MKL is the default BLAS), ``tiled`` and ``blas``.  A first call measures only the
+candidates that are ready (see ``ready``), so that it costs one compile (fused-wide's), not five; ``fastnn tune`` compiles and measures all of them, and a later first call
 measures again whenever a candidate it did not measure has become ready.
 
 Measuring: each candidate runs in a block of its own (a warm-up, then timed calls), and the blocks
@@ -39,23 +38,19 @@ from .kernels.losses import SQUARED
 from .kernels.variants import step_flops
 from .params import Params
 
-CANDIDATES = ("numpy", "fused", "fused-openblas", "fused-wide", "tiled", "blas")
+CANDIDATES = ("numpy", "fused-wide", "fused-wide-openblas", "fused", "fused-openblas", "tiled",
+              "blas")
 # The compiled function each candidate's step runs, for telling whether it is "ready" (compiled,
 # or in Numba's on-disk cache, for the dtype); numpy compiles nothing.
-_COMPILED = {"fused": ("fused", "step"), "fused-openblas": ("fused", "step"),
-             "fused-wide": ("wide", "step"), "tiled": ("tiled", "step"),
-             "blas": ("chunked", "step")}
-# From this output width up, a first call compiles fused-wide rather than fused: the row pass does
-# the three output-layer matmuls on one core, which loses once k is wide (fused-wide against fused,
-# x numpy: k=32 0.93-0.96x against 0.83-0.92x, k=64 0.90-0.94x against 0.75-0.87x, k=100
-# 1.11-1.16x against 0.66-0.97x; at k=10 the two are equal, 1.10-1.12x against 1.11-1.15x).
-WIDE_K = 32
-
-
-def primary(k) -> tuple[str, ...]:
-    """The route(s) a first call on an output layer of width ``k`` compiles and always measures
-    (fused and fused-openblas are one compiled function)."""
-    return ("fused-wide",) if k >= WIDE_K else ("fused", "fused-openblas")
+_COMPILED = {"fused-wide": ("wide", "step"), "fused-wide-openblas": ("wide", "step"),
+             "fused": ("fused", "step"), "fused-openblas": ("fused", "step"),
+             "tiled": ("tiled", "step"), "blas": ("chunked", "step")}
+# The routes a first call compiles (one compiled function: the BLAS library is a run-time
+# argument) and always measures.  fused-wide, not fused: within noise of fused where the output
+# layer is narrow (seed 1.15x numpy against 1.16x, mnist 1.07x against 1.07x), far ahead where it
+# is wide or h is small (k=100: 1.07-1.14x against 0.60-0.75x; 4096x32x32x1: 1.43-2.10x against
+# 0.99-1.00x), and 0.5 s cheaper to compile (2.1 s against 2.6 s cold).
+PRIMARY = ("fused-wide", "fused-wide-openblas")
 
 
 _lock = threading.Lock()
@@ -123,14 +118,13 @@ def candidates() -> list[str]:
     return [name for name in CANDIDATES if name in kernels.available()]
 
 
-def ready(dtype, k=1) -> list[str]:
-    """The candidates a first call measures on an output layer of width ``k``: numpy, the
-    primary route for ``k`` (whose compile the first call pays anyway), and any other whose step
-    is already compiled for ``dtype``, in this process or in Numba's on-disk cache.  Compiling
-    every candidate cold costs ~15 s; ``fastnn tune`` does, and measures them all."""
+def ready(dtype) -> list[str]:
+    """The candidates a first call measures: numpy, the ``PRIMARY`` routes (whose compile the
+    first call pays anyway), and any other whose step is already compiled for ``dtype``, in this
+    process or in Numba's on-disk cache.  Compiling every candidate cold costs ~15 s; ``fastnn
+    tune`` does, and measures them all."""
     return [name for name in candidates()
-            if name == "numpy" or name in primary(k)
-            or _compiled_for(_dispatcher(name), dtype)]
+            if name == "numpy" or name in PRIMARY or _compiled_for(_dispatcher(name), dtype)]
 
 
 def _dispatcher(name):
@@ -170,7 +164,8 @@ def _pool(name) -> str:
     BLAS library's."""
     if name in ("fused", "fused-wide"):
         return blas.BACKEND_NAME
-    return {"numpy": "numpy", "fused-openblas": "numpy"}.get(name, name)
+    return {"numpy": "numpy", "fused-openblas": "numpy", "fused-wide-openblas": "numpy"}.get(
+        name, name)
 
 
 def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[str, float]:
@@ -209,13 +204,13 @@ def _block(f, budget):
             return total / reps
 
 
-# Below this many flops per step, ``auto`` runs ``fused`` without measuring: a step is then tens
-# of microseconds, where numpy's ~20 calls of per-call overhead lose to one compiled call.
-# Measured (docs/optimisation.md): fused 1.1-1.8x the careful numpy step on every shape tried
-# below it (1x1x1x1 to 16x64x64x64, k up to 100, both dtypes), where a measurement would cost
-# ~0.6 s, thousands of such steps.
+# Below this many flops per step, ``auto`` runs ``fused-wide`` without measuring: a step is then
+# tens of microseconds, where numpy's ~20 calls of per-call overhead lose to one compiled call.
+# Measured (docs/optimisation.md): fused-wide 1.7-2.3x the careful numpy step and fused 1.1-2.1x
+# on every shape tried below it (1x1x1x1 to 16x64x64x64, k up to 100, both dtypes), where a
+# measurement would cost ~0.5 s, thousands of such steps.
 MEASURE_FLOPS = 1_000_000
-SMALL_CHOICE = "fused"
+SMALL_CHOICE = "fused-wide"
 
 
 def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
@@ -226,7 +221,7 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
     measured again, once per process.  With ``measure_now=False`` (predict, loss_and_grads:
     often called on a whole data set or validation split, a shape training never steps on) it
     does not measure: the remembered choice for this shape, else the last choice made in this
-    process for the same layer sizes (the training batch's), else ``primary(k)``'s first."""
+    process for the same layer sizes (the training batch's), else ``SMALL_CHOICE``."""
     chosen = _choose(params, x, y, retune, measure_now)
     if measure_now:
         global _last
@@ -255,12 +250,12 @@ def _choose(params: Params, x, y, retune, measure_now) -> str:
             choice = _load().get(key)
             if (isinstance(choice, dict) and choice.get("kernel") in kernels.available()
                     and (not measure_now
-                         or set(ready(params.dtype, k)) <= set(choice.get("us", {})))):
+                         or set(ready(params.dtype)) <= set(choice.get("us", {})))):
                 _memory[key] = _by_layers[layers] = choice["kernel"]
                 return choice["kernel"]
             if not measure_now:
-                return _by_layers.get(layers, primary(k)[0])
-        chosen = _measure_and_remember(params, x, y, key, ready(params.dtype, k))["kernel"]
+                return _by_layers.get(layers, SMALL_CHOICE)
+        chosen = _measure_and_remember(params, x, y, key, ready(params.dtype))["kernel"]
         _by_layers[layers] = chosen
         return chosen
 

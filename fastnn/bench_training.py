@@ -123,7 +123,7 @@ class PlainNumpyEpoch:
         return total
 
 
-def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("fused",), *,
+def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",), *,
                 rounds=7, settle=SETTLE, lr=0.01, out=print):
     """Paired rows: one epoch of ``fastnn.train`` per kernel against ``NumpyEpoch``."""
     import fastnn
@@ -163,7 +163,7 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("fused"
     return rows
 
 
-def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="fused", *,
+def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="auto", *
                  rounds=5, settle=SETTLE, out=print):
     """Paired: ``fastnn.MLPClassifier.fit`` against scikit-learn's, on digits."""
     import warnings

@@ -31,7 +31,7 @@ def test_auto_runs_the_chosen_variant_and_remembers_it(tune_dir):
     assert key == f"11x13x17x3/float64/t{fastnn.get_num_threads()}"
     assert entry["kernel"] in autotune.candidates()
     assert set(entry["us"]) == set(autotune.ready(np.float64))
-    assert {"numpy", "fused"} <= set(entry["us"])
+    assert {"numpy", "fused-wide"} <= set(entry["us"])
     assert min(entry["us"], key=entry["us"].get) == entry["kernel"]
     chosen = entry["kernel"]
     want_loss, want_grads = fastnn.loss_and_grads(params, x, y, kernel=chosen)
@@ -135,17 +135,17 @@ def test_small_problems_run_fused_without_measuring(tmp_path, monkeypatch):
     assert autotune.step_flops(9, 7, 5, 3) < autotune.MEASURE_FLOPS
     p1, p2 = params.copy(), params.copy()
     assert_same_numbers(fastnn.sgd_step(p1, x, y, 1e-2, kernel="auto"),
-                        fastnn.sgd_step(p2, x, y, 1e-2, kernel=autotune.SMALL_CHOICE), "fused")
+                        fastnn.sgd_step(p2, x, y, 1e-2, kernel=autotune.SMALL_CHOICE),
+                        autotune.SMALL_CHOICE)
     assert not (tmp_path / "tune.json").exists()
 
 
 def test_ready_candidates(tune_dir):
-    """numpy and the primary route for the output width are always ready; tiled once its step
-    is compiled for the dtype."""
+    """numpy and the primary routes are always ready; tiled once its step is compiled for the
+    dtype."""
     from fastnn.kernels import tiled
 
-    assert {"numpy", "fused", "fused-openblas"} <= set(autotune.ready(np.float32, k=10))
-    assert {"numpy", "fused-wide"} <= set(autotune.ready(np.float32, k=autotune.WIDE_K))
+    assert {"numpy", "fused-wide"} <= set(autotune.ready(np.float32))
     x, y, params = make_problem(5, 4, 3, 2, np.float32)
     fastnn.sgd_step(params, x, y, 1e-2, kernel="tiled")
     assert any(sig[0].dtype.name == "float32" for sig in tiled.step.signatures)
@@ -178,7 +178,7 @@ def test_a_remembered_choice_is_measured_again_when_a_candidate_becomes_ready(tu
         "choices": {key: {"kernel": "numpy", "us": {"numpy": 1.0}}}}))
     fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
     entry = json.loads((tune_dir / "tune.json").read_text())["choices"][key]
-    assert set(entry["us"]) == set(autotune.ready(np.float64)) and "fused" in entry["us"]
+    assert set(entry["us"]) == set(autotune.ready(np.float64)) and "fused-wide" in entry["us"]
 
 
 def test_predict_and_loss_and_grads_never_measure(tune_dir, monkeypatch):
@@ -186,9 +186,10 @@ def test_predict_and_loss_and_grads_never_measure(tune_dir, monkeypatch):
     the choice made for the same layers, else fused."""
     x, y, params = make_problem(12, 13, 17, 3, np.float64)
     big_x, big_y, _ = make_problem(40, 13, 17, 3, np.float64, seed=1)
-    monkeypatch.setattr(autotune, "measure", lambda *a, **k: {"numpy": 1.0, "fused": 2.0})
-    with_numpy = fastnn.predict(params, big_x, kernel="auto")  # nothing measured yet: fused
-    assert_same_numbers(with_numpy, fastnn.predict(params, big_x, kernel="fused"), "fused")
+    monkeypatch.setattr(autotune, "measure", lambda *a, **k: {"numpy": 1.0, "fused-wide": 2.0})
+    first = fastnn.predict(params, big_x, kernel="auto")  # nothing measured yet: SMALL_CHOICE
+    assert_same_numbers(first, fastnn.predict(params, big_x, kernel=autotune.SMALL_CHOICE),
+                        autotune.SMALL_CHOICE)
     fastnn.sgd_step(params.copy(), x, y, 1e-2, kernel="auto")  # the "measurement" picks numpy
     monkeypatch.setattr(autotune, "measure", None)  # would raise if called
     assert_same_numbers(fastnn.predict(params, big_x, kernel="auto"),
@@ -197,9 +198,3 @@ def test_predict_and_loss_and_grads_never_measure(tune_dir, monkeypatch):
     want = fastnn.loss_and_grads(params, big_x, big_y, kernel="numpy")
     assert_same_numbers(got[0], want[0], "numpy")
 
-
-def test_a_wide_output_layer_measures_fused_wide(tune_dir):
-    x, y, params = make_problem(6, 5, 4, autotune.WIDE_K, np.float64)
-    fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
-    (entry,) = json.loads((tune_dir / "tune.json").read_text())["choices"].values()
-    assert {"numpy", "fused-wide"} <= set(entry["us"])

@@ -95,10 +95,15 @@ if blas.BACKEND == blas.MKL_CBLAS and blas.NUMPY_CBLAS in blas.AVAILABLE_BACKEND
                           variants.fused_sgd_step, variants.fused_train_loop,
                           variants.fused_train_loop_optim)))
 
+_WIDE = (variants.fused_wide_predict, variants.fused_wide_loss_and_grads,
+         variants.fused_wide_sgd_step, variants.fused_wide_train_loop,
+         variants.fused_wide_train_loop_optim)
 _register("fused-wide", "fused with the output layer's three matmuls through BLAS too "
-          "(kernels/wide.py): for wide output layers, where the row pass's one-core matmuls lose",
-          variants.fused_wide_predict, variants.fused_wide_loss_and_grads,
-          variants.fused_wide_sgd_step)
+          "(kernels/wide.py): wins where the row pass's one-core matmuls lose (wide output "
+          "layers, small h) and compiles faster", *_WIDE)
+if blas.BACKEND == blas.MKL_CBLAS and blas.NUMPY_CBLAS in blas.AVAILABLE_BACKENDS:
+    _register("fused-wide-openblas", "fused-wide with numpy's own OpenBLAS instead of MKL",
+              *(functools.partial(f, backend=blas.NUMPY_CBLAS) for f in _WIDE))
 
 _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
           "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "
@@ -113,10 +118,14 @@ if blas.threads.available:
 
 
 def _auto(op):
-    def run(*args):
-        from .. import autotune  # imported late: autotune itself uses this registry
+    target = []  # autotune's function, looked up on the first call: autotune imports this module
 
-        return getattr(autotune, "auto_" + op)(*args)
+    def run(*args):
+        if not target:
+            from .. import autotune
+
+            target.append(getattr(autotune, "auto_" + op))
+        return target[0](*args)
 
     run.__name__ = "auto_" + op
     return run

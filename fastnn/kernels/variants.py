@@ -253,10 +253,10 @@ def fused_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_
 
 # --- fused-wide: all five matmuls through BLAS ------------------------------------------------------
 
-def fused_wide_predict(params: Params, x):
+def fused_wide_predict(params: Params, x, *, backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     z2 = np.empty((m, k), params.dtype)
-    wide.predict(blas.BACKEND, x, *params, scratch("a1", (m, h), params.dtype), z2)
+    wide.predict(backend, x, *params, scratch("a1", (m, h), params.dtype), z2)
     return z2
 
 
@@ -264,20 +264,42 @@ def _wide_scratch(m, h, k, dt):
     return scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt), scratch("z2", (m, k), dt)
 
 
-def fused_wide_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
+def fused_wide_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None, *,
+                              backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
     grads = _new_grads(params) if grads is None else grads
-    loss = wide.step(blas.BACKEND, x, y, *params, dt.type(0.0), False, loss_kind, *grads,
+    loss = wide.step(backend, x, y, *params, dt.type(0.0), False, loss_kind, *grads,
                      *_wide_scratch(m, h, k, dt))
     return loss, grads
 
 
-def fused_wide_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
+def fused_wide_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED, *, backend=blas.BACKEND):
     m, n, h, k = _sizes(params, x)
     dt = params.dtype
-    return wide.step(blas.BACKEND, x, y, *params, dt.type(lr), True, loss_kind, params.w1,
+    return wide.step(backend, x, y, *params, dt.type(lr), True, loss_kind, params.w1,
                      *_update_scratch(params), *_wide_scratch(m, h, k, dt))
+
+
+def fused_wide_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None,
+                          start=0, order=None, *, backend=blas.BACKEND):
+    m, n, h, k = _sizes(params, x)
+    batch, rows = _batches(params, x, batch, order)
+    dt = params.dtype
+    db1, _, db2 = _update_scratch(params)
+    return wide.train_loop(backend, x, y, *params, dt.type(lr), loss_kind, batch, start, losses,
+                           db1, db2, *_wide_scratch(batch, h, k, dt), *rows)
+
+
+def fused_wide_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
+                                batch=None, start=0, order=None, *, backend=blas.BACKEND):
+    m, n, h, k = _sizes(params, x)
+    batch, rows = _batches(params, x, batch, order)
+    kind, s1, s2, hyper = optimizer.kernel_arguments(params)
+    done = wide.train_loop_optim(backend, x, y, *params, loss_kind, batch, start, losses, *grads,
+                                 *_wide_scratch(batch, h, k, params.dtype), kind, s1, s2, hyper,
+                                 optimizer.nesterov, optimizer.t, *rows)
+    return _count_updates(optimizer, losses, done)
 
 
 # --- blas: chunks of hidden units over Numba's threads, one BLAS thread each ------------------------

@@ -27,6 +27,8 @@ from .._config import JIT_OPTIONS
 from .blas import gemm
 from .fused import _hidden_preactivation
 from .losses import row_loss_grad
+from .optim import update_all
+from .rowpass import minibatch
 
 
 @njit(**JIT_OPTIONS)
@@ -111,3 +113,41 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db
         for c in range(b2.shape[0]):
             b2[c] -= lr * db2[c]
     return loss
+
+
+# The two training loops are fused.train_loop and fused.train_loop_optim with this module's step
+# (Numba's cache cannot keep a function passed as an argument, so each module has its own loop).
+
+@njit(**JIT_OPTIONS)
+def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, db2, a1,
+               dz1, z2, order, xb, yb):
+    """Up to ``len(losses)`` SGD steps in one compiled call; batches, the return value and the
+    stop on a non-finite loss as ``fused.train_loop``.  Scratch ``a1``, ``dz1``, ``z2``, ``xb``,
+    ``yb`` have ``batch`` rows."""
+    for t in range(losses.shape[0]):  # np.bool_: see fused.train_loop
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
+        losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, np.bool_(True), loss_kind, w1, db1,
+                         w2, db2, a1[:r], dz1[:r], z2[:r])
+        if not np.isfinite(losses[t]):
+            return t + 1
+    return losses.shape[0]
+
+
+@njit(**JIT_OPTIONS)
+def train_loop_optim(backend, x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1, db1,
+                     dw2, db2, a1, dz1, z2, kind, s1, s2, hyper, nesterov, t0, order, xb, yb):
+    """``fused.train_loop_optim`` with this module's step: gradients, then
+    ``optim.update_all``."""
+    zero = hyper[6]  # run-time lr and update flag: see fused.train_loop
+    for t in range(losses.shape[0]):
+        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
+        r = xv.shape[0]
+        loss = step(backend, xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1,
+                    dw2, db2, a1[:r], dz1[:r], z2[:r])
+        if not np.isfinite(loss):
+            losses[t] = loss
+            return t + 1
+        losses[t] = loss + update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
+                                      nesterov, t0 + t + 1)
+    return losses.shape[0]
