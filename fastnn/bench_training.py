@@ -163,7 +163,7 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
     return rows
 
 
-def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="auto", *
+def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="auto", *,
                  rounds=5, settle=SETTLE, out=print):
     """Paired: ``fastnn.MLPClassifier.fit`` against scikit-learn's, on digits."""
     import warnings

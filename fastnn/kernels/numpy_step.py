@@ -74,7 +74,10 @@ def grads(work: Workspace, params: Params, x, y, loss_kind=SQUARED, out=None):
     a1 = work.z1[:m]
     if loss_kind == SQUARED:
         d = np.subtract(z2, y, out=z2)
-        loss = float(np.vdot(d, d)) / m
+        # summed in float64, as every compiled variant does: float32 squares of residuals below
+        # ~1e-19 are subnormal and lose their bits (found by the property test)
+        d64 = d if d.dtype == np.float64 else d.astype(np.float64)
+        loss = float(np.vdot(d64, d64)) / m
         d *= d.dtype.type(2.0 / m)
     else:  # the reference's log-sum-exp; its (m, k) temporaries are small next to (m, h)
         loss, dz2 = reference.output_loss(z2, y, _LOSS_NAMES[loss_kind])
