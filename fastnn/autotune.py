@@ -171,17 +171,17 @@ def _pool(name) -> str:
 def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[str, float]:
     """Median seconds per ``sgd_step`` of each variant on copies of ``params`` (never the caller's
     arrays).  ``x``, ``y`` are validated, kernel-ready arrays."""
-    names = list(names or candidates())
+    # candidates sharing a pool run next to each other: fewer long warm-ups
+    names = sorted(names or candidates(), key=_pool)
     lr = 1e-12  # the copies barely move, so every block times the same numbers
     steps = {}
-    for name in names:
+    for name in reversed(names):  # the first block's pool is then the one last used
         variant = kernels.get(name)
         p = params.copy()
         steps[name] = (lambda v=variant, p=p: v.sgd_step(p, x, y, lr))
         steps[name]()  # compile or load from cache
-    names.sort(key=_pool)  # candidates sharing a pool run next to each other: fewer long warm-ups
     times = {name: [] for name in names}
-    pool = None
+    pool = _pool(names[0])
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
