@@ -181,6 +181,13 @@ _mkl_dgemm = types.ExternalFunction("fastnn_mkl_dgemm", types.void(
 _mkl_sgemm = types.ExternalFunction("fastnn_mkl_sgemm", types.void(
     _i, _i, _i, _i, _i, _i, types.float32, _vp, _i, _vp, _i, types.float32, _vp, _i))
 
+# Transpose flags for ``gemm``, as run-time booleans: with literal True/False Numba compiles gemm
+# once per flag combination and argument types (~0.25 s each; the fused-wide step had four), while
+# np.bool_ values are typed as plain bool.  Callers pass alpha and beta as float64 for the same
+# reason: then one compiled gemm per dtype serves every call.
+TRANS = np.bool_(True)
+NO_TRANS = np.bool_(False)
+
 _CBLAS_ROW_MAJOR = 101
 _CBLAS_NO_TRANS = 111
 _CBLAS_TRANS = 112

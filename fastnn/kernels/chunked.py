@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
-from .blas import gemm
+from .blas import NO_TRANS, TRANS, gemm
 from .losses import row_loss_grad
 from .rowpass import apply_small_updates, minibatch, transpose
 
@@ -59,7 +59,7 @@ def forward_chunk(backend, x, w1, b1, w2t, a1, zpart, h0, h1):
     for i in range(m):
         for j in range(h0, h1):
             a1[i, j] = b1[j]
-    gemm(backend, False, False, 1.0, x, w1[:, h0:h1], 1.0, a1[:, h0:h1])
+    gemm(backend, NO_TRANS, NO_TRANS, 1.0, x, w1[:, h0:h1], 1.0, a1[:, h0:h1])
     for i in range(m):
         for j in range(h0, h1):
             if a1[i, j] < 0.0:
@@ -123,9 +123,9 @@ def backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, dw1, lr, update, h0
                 dz1[i, j] = 0.0
             db1[j] += dz1[i, j]
     if update:
-        gemm(backend, True, False, -lr, x, dz1[:, h0:h1], 1.0, dw1[:, h0:h1])
+        gemm(backend, TRANS, NO_TRANS, np.float64(-lr), x, dz1[:, h0:h1], 1.0, dw1[:, h0:h1])
     else:
-        gemm(backend, True, False, 1.0, x, dz1[:, h0:h1], 0.0, dw1[:, h0:h1])
+        gemm(backend, TRANS, NO_TRANS, 1.0, x, dz1[:, h0:h1], 0.0, dw1[:, h0:h1])
 
 
 @njit(**PARALLEL_OPTIONS)

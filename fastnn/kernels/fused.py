@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
-from .blas import gemm
+from .blas import NO_TRANS, TRANS, gemm
 from .optim import update_all
 from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
 
@@ -37,7 +37,7 @@ def _hidden_preactivation(backend, x, w1, b1, a1):
     for i in range(m):
         for j in range(h):
             a1[i, j] = b1[j]
-    gemm(backend, False, False, 1.0, x, w1, 1.0, a1)
+    gemm(backend, NO_TRANS, NO_TRANS, 1.0, x, w1, 1.0, a1)
 
 
 @njit(**JIT_OPTIONS)
@@ -74,10 +74,10 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db
     transpose(w2, w2t)
     loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind) / m
     if not update:
-        gemm(backend, True, False, 1.0, x, dz1, 0.0, dw1)
+        gemm(backend, TRANS, NO_TRANS, 1.0, x, dz1, 0.0, dw1)
         transpose(dw2t, dw2)
     elif np.isfinite(loss):
-        gemm(backend, True, False, -lr, x, dz1, 1.0, w1)
+        gemm(backend, TRANS, NO_TRANS, np.float64(-lr), x, dz1, 1.0, w1)
         apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
     return loss
 

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
-from .blas import gemm
+from .blas import NO_TRANS, TRANS, gemm
 from .fused import _hidden_preactivation
 from .losses import row_loss_grad
 from .optim import update_all
@@ -47,7 +47,7 @@ def _output(backend, a1, w2, b2, z2):
     for i in range(m):
         for c in range(k):
             z2[i, c] = b2[c]
-    gemm(backend, False, False, 1.0, a1, w2, 1.0, z2)
+    gemm(backend, NO_TRANS, NO_TRANS, 1.0, a1, w2, 1.0, z2)
 
 
 @njit(**JIT_OPTIONS)
@@ -100,14 +100,14 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db
     _relu(a1)
     _output(backend, a1, w2, b2, z2)
     loss = _loss_rows(z2, y, db2, loss_kind) / m
-    gemm(backend, False, True, 1.0, z2, w2, 0.0, dz1)  # before w2 changes
+    gemm(backend, NO_TRANS, TRANS, 1.0, z2, w2, 0.0, dz1)  # before w2 changes
     _mask_rows(a1, dz1, db1)
     if not update:
-        gemm(backend, True, False, 1.0, x, dz1, 0.0, dw1)
-        gemm(backend, True, False, 1.0, a1, z2, 0.0, dw2)
+        gemm(backend, TRANS, NO_TRANS, 1.0, x, dz1, 0.0, dw1)
+        gemm(backend, TRANS, NO_TRANS, 1.0, a1, z2, 0.0, dw2)
     elif np.isfinite(loss):
-        gemm(backend, True, False, -lr, x, dz1, 1.0, w1)
-        gemm(backend, True, False, -lr, a1, z2, 1.0, w2)
+        gemm(backend, TRANS, NO_TRANS, np.float64(-lr), x, dz1, 1.0, w1)
+        gemm(backend, TRANS, NO_TRANS, np.float64(-lr), a1, z2, 1.0, w2)
         for j in range(b1.shape[0]):
             b1[j] -= lr * db1[j]
         for c in range(b2.shape[0]):
