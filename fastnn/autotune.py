@@ -204,13 +204,15 @@ def _block(f, budget):
             return total / reps
 
 
-# Below this many flops per step, ``auto`` runs ``fused-wide`` without measuring: a step is then
-# tens of microseconds, where numpy's ~20 calls of per-call overhead lose to one compiled call.
-# Measured (docs/optimisation.md): fused-wide 1.7-2.3x the careful numpy step and fused 1.1-2.1x
-# on every shape tried below it (1x1x1x1 to 16x64x64x64, k up to 100, both dtypes), where a
-# measurement would cost ~0.5 s, thousands of such steps.
+# Below this many flops per step, ``auto`` runs ``SMALL_CHOICE`` without measuring: a step is
+# then tens of microseconds, where numpy's ~20 calls of per-call overhead lose to one compiled
+# call, and a measurement would cost ~0.5 s, thousands of such steps.  Measured
+# (docs/optimisation.md, 8 shapes from 1x1x1x1 to 16x64x64x64 and 32x32x32x100, both dtypes):
+# fused-wide-openblas 1.45-2.3x the careful numpy step, fused-wide 1.34-2.35x (its tiny gemms are
+# cheaper to call in OpenBLAS than in MKL).
 MEASURE_FLOPS = 1_000_000
-SMALL_CHOICE = "fused-wide"
+SMALL_CHOICE = ("fused-wide-openblas" if "fused-wide-openblas" in kernels.available()
+                else "fused-wide")
 
 
 def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
