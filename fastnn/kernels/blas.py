@@ -262,3 +262,14 @@ def gemm(backend, trans_a, trans_b, alpha, a, b, beta, c):
         _f77_dgemm(*args)
     else:
         _f77_sgemm(*args)
+
+
+@njit(**JIT_OPTIONS)
+def affine(backend, a, w, bias, out):
+    """``out = a @ w + bias`` (``bias`` broadcast over the rows): ``out`` is filled with the bias
+    and ``gemm`` adds the product with ``beta = 1``, so the bias costs one write, no extra pass."""
+    m, k = out.shape
+    for i in range(m):
+        for c in range(k):
+            out[i, c] = bias[c]
+    gemm(backend, NO_TRANS, NO_TRANS, 1.0, a, w, 1.0, out)

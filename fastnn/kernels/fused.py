@@ -25,19 +25,9 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
-from .blas import NO_TRANS, TRANS, gemm
+from .blas import NO_TRANS, TRANS, affine, gemm
 from .optim import update_all
 from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
-
-
-@njit(**JIT_OPTIONS)
-def _hidden_preactivation(backend, x, w1, b1, a1):
-    """``a1 = x @ w1 + b1`` (before the ReLU), the bias via BLAS's ``beta = 1``."""
-    m, h = a1.shape
-    for i in range(m):
-        for j in range(h):
-            a1[i, j] = b1[j]
-    gemm(backend, NO_TRANS, NO_TRANS, 1.0, x, w1, 1.0, a1)
 
 
 @njit(**JIT_OPTIONS)
@@ -47,7 +37,7 @@ def predict(backend, x, w1, b1, w2, b2, a1, w2t, z2):
     ``backend``: ``blas.BACKEND``.  Shapes: ``x (m, n)``, params as usual, scratch ``a1 (m, h)``,
     ``w2t (k, h)``, output ``z2 (m, k)``.
     """
-    _hidden_preactivation(backend, x, w1, b1, a1)
+    affine(backend, x, w1, b1, a1)  # z1, before the ReLU
     transpose(w2, w2t)
     output_layer(a1, w2t, b2, z2)
 
@@ -70,7 +60,7 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db
     skipped: the params stay those of the last finite step (the trainer stops there).
     """
     m = x.shape[0]
-    _hidden_preactivation(backend, x, w1, b1, a1)
+    affine(backend, x, w1, b1, a1)  # z1, before the ReLU
     transpose(w2, w2t)
     loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind) / m
     if not update:

@@ -24,8 +24,7 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
-from .blas import NO_TRANS, TRANS, gemm
-from .fused import _hidden_preactivation
+from .blas import NO_TRANS, TRANS, affine, gemm
 from .losses import row_loss_grad
 from .optim import update_all
 from .rowpass import minibatch
@@ -38,16 +37,6 @@ def _relu(a1):
         for j in range(h):
             if a1[i, j] < 0.0:
                 a1[i, j] = 0.0
-
-
-@njit(**JIT_OPTIONS)
-def _output(backend, a1, w2, b2, z2):
-    """``z2 = a1 @ w2 + b2``, the bias via BLAS's ``beta = 1``."""
-    m, k = z2.shape
-    for i in range(m):
-        for c in range(k):
-            z2[i, c] = b2[c]
-    gemm(backend, NO_TRANS, NO_TRANS, 1.0, a1, w2, 1.0, z2)
 
 
 @njit(**JIT_OPTIONS)
@@ -82,9 +71,9 @@ def _mask_rows(a1, dz1, db1):
 @njit(**JIT_OPTIONS)
 def predict(backend, x, w1, b1, w2, b2, a1, z2):
     """``z2 = relu(x @ w1 + b1) @ w2 + b2``.  Scratch ``a1 (m, h)``; output ``z2 (m, k)``."""
-    _hidden_preactivation(backend, x, w1, b1, a1)
+    affine(backend, x, w1, b1, a1)
     _relu(a1)
-    _output(backend, a1, w2, b2, z2)
+    affine(backend, a1, w2, b2, z2)
 
 
 @njit(**JIT_OPTIONS)
@@ -96,9 +85,9 @@ def step(backend, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db
     ``dw1``, ``dw2`` unused, ``db1``, ``db2`` scratch.  A NaN or infinite loss skips the update.
     """
     m = x.shape[0]
-    _hidden_preactivation(backend, x, w1, b1, a1)
+    affine(backend, x, w1, b1, a1)
     _relu(a1)
-    _output(backend, a1, w2, b2, z2)
+    affine(backend, a1, w2, b2, z2)
     loss = _loss_rows(z2, y, db2, loss_kind) / m
     gemm(backend, NO_TRANS, TRANS, 1.0, z2, w2, 0.0, dz1)  # before w2 changes
     _mask_rows(a1, dz1, db1)
