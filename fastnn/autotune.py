@@ -10,8 +10,9 @@ elsewhere or before an upgrade is never reused.  Writes are atomic (temporary fi
 Candidates: ``numpy`` (the careful numpy step: with it among them, ``auto`` is never slower than
 numpy, to the accuracy of the measurement), ``fused-wide``, ``fused`` (each also with numpy's
 OpenBLAS when MKL is the default BLAS), ``tiled`` and ``blas``.  A first call measures only the
-candidates that are ready (see ``ready``), so that it costs one compile (fused-wide's), not five; ``fastnn tune`` compiles and measures all of them, and a later first call
-measures again whenever a candidate it did not measure has become ready.
+candidates that are ready (see ``ready``), so that it costs one compile (fused-wide's), not
+five; ``fastnn tune`` compiles and measures all of them, and a later first call measures again
+whenever a candidate it did not measure has become ready.
 
 Measuring: each candidate runs in a block of its own (a warm-up, then timed calls), and the blocks
 are repeated in alternating order; the median block time decides.  Blocks rather than call-by-call

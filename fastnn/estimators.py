@@ -332,8 +332,9 @@ class MLPRegressor(_RegressorMixin, _MLP):
     (``momentum``, ``nesterov``); ``alpha`` L2 weight decay (``fastnn.optim``: not divided by the
     batch size, unlike scikit-learn's); ``shuffle``; ``early_stopping`` on a held-out
     ``validation_fraction`` with ``patience`` and ``tol``; ``dtype`` float32/float64;
-    ``kernel`` (``fastnn.kernels.available()``); ``random_state``; ``threads`` (Numba and BLAS
-    threads while fitting; None: the current setting); ``verbose`` (progress bar).
+    ``kernel`` (``fastnn.kernels.available()``, default ``"auto"``); ``random_state``;
+    ``threads`` (Numba and BLAS threads while fitting; None: the current setting); ``verbose``
+    (progress bar).
 
     Fitted attributes: ``params_`` (``fastnn.Params``), ``coefs_``, ``intercepts_``,
     ``loss_curve_`` (training loss per epoch; the objective is ``mean over samples of the summed

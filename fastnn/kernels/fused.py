@@ -92,8 +92,8 @@ def train_loop(backend, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losse
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, np.bool_(True), loss_kind, w1, db1, dw2, db2,
-                         a1[:r], dz1[:r], w2t, dw2t, d)
+        losses[t] = step(backend, xv, yv, w1, b1, w2, b2, lr, np.bool_(True), loss_kind, w1, db1,
+                         dw2, db2, a1[:r], dz1[:r], w2t, dw2t, d)
         if not np.isfinite(losses[t]):
             return t + 1
     return losses.shape[0]
@@ -116,8 +116,8 @@ def train_loop_optim(backend, x, y, w1, b1, w2, b2, loss_kind, batch, start, los
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
         r = xv.shape[0]
-        loss = step(backend, xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1, dw2, db2,
-                    a1[:r], dz1[:r], w2t, dw2t, d)
+        loss = step(backend, xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1,
+                    dw2, db2, a1[:r], dz1[:r], w2t, dw2t, d)
         if not np.isfinite(loss):
             losses[t] = loss
             return t + 1

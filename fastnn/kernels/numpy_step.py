@@ -1,4 +1,4 @@
-"""The careful numpy step: the ``numpy`` variant, and the baseline every speed figure is compared with.
+"""The careful numpy step: the ``numpy`` variant, and the baseline of every speed figure.
 
 Not a compiled kernel: the same math as ``fastnn.reference`` written the way a careful numpy user
 writes it (the method of ``shared/bench/numpy_step.py``): ``np.matmul(..., out=)`` into buffers
