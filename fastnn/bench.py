@@ -442,10 +442,13 @@ def plot(report, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["rows"]
-    panels = sorted({(r["shape_name"], r["dtype"]) for r in rows},
-                    key=lambda sd: [r["shape_name"] for r in rows].index(sd[0]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (shape, dtype) in zip(axes[0], panels):
+    panels = list(dict.fromkeys((r["shape_name"], r["dtype"]) for r in rows))  # run order
+    cols = min(4, len(panels))  # a grid, so that a sweep of many shapes stays readable
+    grid = -(-len(panels) // cols)
+    fig, axes = plt.subplots(grid, cols, figsize=(4.2 * cols, 3.6 * grid), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (shape, dtype) in zip(axes.flat, panels):
         sel = [r for r in rows if r["shape_name"] == shape and r["dtype"] == dtype]
         stages = list(dict.fromkeys(r["stage"] for r in sel))
         names = list(dict.fromkeys(r["kernel"] for r in sel))
@@ -456,11 +459,11 @@ def plot(report, path: str) -> None:
             ax.bar(np.arange(len(names)) + s_i * width, vals, width, label=stage)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(np.arange(len(names)) + width * (len(stages) - 1) / 2)
-        ax.set_xticklabels(names, rotation=30)
+        ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
         ax.set_title(f"{shape} {dtype}")
         ax.set_ylabel("x faster than the numpy step")
         ax.legend(fontsize=8)
     fig.suptitle(f"fastnn bench, {report['threads']} threads (paired medians)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.6 * grid)))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
