@@ -305,9 +305,7 @@ def _train(args) -> int:
           f"cache load: {result.first_step_seconds:.3f} s)")
     ran = ""
     if result.kernel == "auto":
-        from . import autotune
-
-        ran = f" (ran {autotune.last_choice()}; `fastnn tune --show` for the timings)"
+        ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
     print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, "
           f"threads {fastnn.get_num_threads()}")
     if result.diverged:

@@ -55,6 +55,8 @@ class TrainResult:
     one alone (it includes Numba's compile or cache load when the kernel is new to this process).
     ``diverged_at``: the step whose loss was not finite (None if none); ``stopped_early``,
     ``best_epoch``: early stopping's outcome.  ``optimizer`` holds the optimiser state.
+    ``kernel``: the name asked for; ``ran``: the variant that ran (for ``"auto"`` its choice,
+    made once for the run and kept in its checkpoints, so a resumed run continues with it).
     """
 
     params: Params
@@ -71,6 +73,7 @@ class TrainResult:
     stopped_early: bool = False
     best_epoch: Optional[int] = None
     optimizer: Optional[Optimizer] = None
+    ran: Optional[str] = None  # the variant that ran: for kernel="auto", the one it chose
 
     @property
     def diverged(self) -> bool:
@@ -242,11 +245,22 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
         raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
 
+    if variant.name == "auto":
+        # One concrete variant for the whole run, recorded in its checkpoints: a resumed run
+        # continues with the variant that wrote the checkpoint (auto's choice may change in
+        # between, e.g. once `fastnn tune` has made another candidate ready), so it still ends
+        # bitwise equal to an uninterrupted run.
+        ran = resumed.meta.get("ran") if resumed is not None else None
+        if ran not in kernels.available() or ran == "auto":
+            from . import autotune
+
+            ran = autotune.choose(params, x[:batch], y[:batch])
+        variant = kernels.get(ran)
     config = dict(seed=seed, batch=batch, n_samples=m, loss=loss, shuffle=bool(shuffle),
                   validation=None if x_val is None else int(x_val.shape[0]),
                   early_stopping=bool(early_stopping), patience=patience, tol=float(tol))
     run = _Run(variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total, config,
-               whole_loop)
+               whole_loop, kernel)
     if resumed is not None:
         run.restore(resumed, resume)
     with _config.num_threads(threads):
@@ -280,8 +294,9 @@ class _Run:
     bring it back exactly."""
 
     def __init__(self, variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total,
-                 config, whole_loop):
+                 config, whole_loop, kernel):
         self.variant, self.kind, self.loss, self.opt = variant, kind, loss, opt
+        self.kernel = kernel  # the name asked for ("auto"); self.variant is what runs
         self.params, self.x, self.y, self.x_val, self.y_val = params, x, y, x_val, y_val
         self.batch, self.total, self.config = batch, total, config
         self.whole_loop = whole_loop
@@ -313,7 +328,7 @@ class _Run:
         meta = dict(self.config, epoch_losses=self.epoch_losses, val_losses=self.val_losses,
                     best=self.best if math.isfinite(self.best) else None,
                     best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
-                    stopped_early=self.stopped_early)
+                    stopped_early=self.stopped_early, ran=self.variant.name)
         opt = dict(self.opt.hyperparameters(), t=self.opt.t)
         extra = {"best": self.best_params} if self.best_params is not None else {}
         ckpt_io.save(path, ckpt_io.Checkpoint(self.params, self.step, self.losses[:self.step],
@@ -478,8 +493,8 @@ class _Run:
             bar.close()
 
     def result(self) -> TrainResult:
-        return TrainResult(self.params, self.losses, self.variant.name, self.params.dtype,
+        return TrainResult(self.params, self.losses, self.kernel, self.params.dtype,
                            self.seconds, self.first, np.array(self.epoch_losses, np.float64),
                            np.array(self.val_losses, np.float64), self.per_epoch,
                            self.config["seed"], self.diverged_at, self.stopped_early,
-                           self.best_epoch, self.opt)
+                           self.best_epoch, self.opt, self.variant.name)

@@ -198,3 +198,25 @@ def test_predict_and_loss_and_grads_never_measure(tune_dir, monkeypatch):
     want = fastnn.loss_and_grads(params, big_x, big_y, kernel="numpy")
     assert_same_numbers(got[0], want[0], "numpy")
 
+
+
+def test_auto_runs_one_variant_per_run_and_resume_keeps_it(tune_dir, tmp_path, monkeypatch):
+    """train(kernel="auto") chooses once; its checkpoints record the choice, and a resumed run
+    continues with that variant even if auto would now choose another: bitwise equal to an
+    uninterrupted run."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 9))
+    labels = rng.integers(0, 3, 40)
+    kw = dict(hidden=8, epochs=4, batch_size=16, lr=0.05, loss="softmax", seed=2,
+              optimizer="adam", kernel="auto")
+    monkeypatch.setattr(autotune, "choose", lambda *a, **k: "tiled")
+    whole = fastnn.train(x, labels, **kw)
+    assert whole.kernel == "auto" and whole.ran == "tiled"
+    ck = tmp_path / "run.npz"
+    fastnn.train(x, labels, **{**kw, "epochs": 2}, checkpoint=str(ck))
+    monkeypatch.setattr(autotune, "choose", lambda *a, **k: "naive")  # auto has changed its mind
+    resumed = fastnn.train(x, labels, **kw, resume=str(ck))
+    assert resumed.ran == "tiled"
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+    for a, b in zip(resumed.params, whole.params):
+        np.testing.assert_array_equal(a, b)
