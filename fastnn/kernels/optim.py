@@ -91,3 +91,18 @@ def update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper, nesterov
             sq += part
         start = end
     return 0.5 * np.float64(alpha) * sq
+
+
+@njit(**JIT_OPTIONS)
+def record_and_update(losses, t, loss, kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
+                      nesterov, count):
+    """The end of step ``t`` of a compiled optimiser loop, given its loss and gradients: a loss
+    that is not finite is recorded and no update made (returns False: the loop stops there);
+    otherwise ``update_all`` (step number ``count``) and ``losses[t] = loss + the L2 term``
+    (returns True)."""
+    if not np.isfinite(loss):
+        losses[t] = loss
+        return False
+    losses[t] = loss + update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
+                                  nesterov, count)
+    return True

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
-from .optim import update_all
+from .optim import record_and_update
 from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
 from .simd import (VECTOR_BYTES, vfma, vload, vload2, vload2_part, vload_part, vrelu, vsplat,
                    vsplat_as, vstore2, vstore2_part, vzero)
@@ -259,9 +259,7 @@ def train_loop_optim(x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1,
         r = xv.shape[0]
         loss = step(xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1, dw2, db2,
                     a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
-        if not np.isfinite(loss):
-            losses[t] = loss
+        if not record_and_update(losses, t, loss, kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1,
+                                 s2, hyper, nesterov, t0 + t + 1):
             return t + 1
-        losses[t] = loss + update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
-                                      nesterov, t0 + t + 1)
     return losses.shape[0]
