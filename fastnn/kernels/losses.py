@@ -20,6 +20,7 @@ from .._config import JIT_OPTIONS
 SQUARED = 0
 SOFTMAX = 1
 NAMES = {"squared": SQUARED, "softmax": SOFTMAX}
+NAME_OF = {code: name for name, code in NAMES.items()}  # code -> the reference's name
 
 
 def kind(name: str) -> int:

@@ -31,9 +31,7 @@ import numpy as np
 
 from .. import reference
 from ..params import Params
-from .losses import NAMES, SQUARED
-
-_LOSS_NAMES = {code: name for name, code in NAMES.items()}
+from .losses import NAME_OF, SQUARED
 
 
 class Workspace:
@@ -80,7 +78,7 @@ def grads(work: Workspace, params: Params, x, y, loss_kind=SQUARED, out=None):
         loss = float(np.vdot(d64, d64)) / m
         d *= d.dtype.type(2.0 / m)
     else:  # the reference's log-sum-exp; its (m, k) temporaries are small next to (m, h)
-        loss, dz2 = reference.output_loss(z2, y, _LOSS_NAMES[loss_kind])
+        loss, dz2 = reference.output_loss(z2, y, NAME_OF[loss_kind])
         d = z2
         d[...] = dz2
     dw2 = np.matmul(a1.T, d, out=work.dw2 if out is None else out.w2)
