@@ -32,9 +32,10 @@ class Variant(NamedTuple):
     whole-loop mode of ``train``) over consecutive row blocks of ``batch`` rows, starting at block
     ``start`` (``step_loop`` is the same loop in Python); with ``order`` (a permutation of the
     rows) block positions index ``order`` (a shuffled epoch, ``batch_rows``).  A step whose loss
-    is not finite makes no update and ends the loop.  ``train_loop_optim(params, x, y, optimizer, grads, losses,
-    loss_kind, batch, start)``, where present, is the same with any ``fastnn.optim.Optimizer``
-    (gradients into ``grads``, then the optimiser's fused update), advancing its state."""
+    is not finite makes no update and ends the loop.  ``train_loop_optim(params, x, y,
+    optimizer, grads, losses, loss_kind, batch, start, order)``, where present, is the same with
+    any ``fastnn.optim.Optimizer`` (gradients into ``grads``, then the optimiser's fused update),
+    advancing its state."""
 
     name: str
     description: str
@@ -57,7 +58,7 @@ def _register(name, description, predict, loss_and_grads, sgd_step, train_loop=N
 
 
 def _reference_loss_and_grads(params, x, y, loss_kind=losses.SQUARED, grads=None):
-    loss, new = reference.loss_and_grads(params, x, y, _LOSS_NAMES[loss_kind])
+    loss, new = reference.loss_and_grads(params, x, y, losses.NAME_OF[loss_kind])
     if grads is None:
         return loss, new
     for g, v in zip(grads, new):
@@ -66,10 +67,8 @@ def _reference_loss_and_grads(params, x, y, loss_kind=losses.SQUARED, grads=None
 
 
 def _reference_sgd_step(params, x, y, lr, loss_kind=losses.SQUARED):
-    return reference.sgd_step(params, x, y, lr, _LOSS_NAMES[loss_kind])
+    return reference.sgd_step(params, x, y, lr, losses.NAME_OF[loss_kind])
 
-
-_LOSS_NAMES = {code: name for name, code in losses.NAMES.items()}
 
 _register("reference", "plain numpy, the specification (fastnn.reference)",
           reference.predict, _reference_loss_and_grads, _reference_sgd_step)
@@ -85,25 +84,29 @@ _register("fused", "one serial compiled call per step: BLAS gemm for x@w1 (bias 
           variants.fused_predict, variants.fused_loss_and_grads, variants.fused_sgd_step,
           variants.fused_train_loop, variants.fused_train_loop_optim)
 
-if blas.BACKEND == blas.MKL_CBLAS and blas.NUMPY_CBLAS in blas.AVAILABLE_BACKENDS:
-    # The same compiled code with the BLAS library as a run-time argument: which library is faster
-    # depends on the shape (MKL at the seed's, numpy's OpenBLAS at 1024x4096x64: 11.7 vs 16.1 ms).
-    _register("fused-openblas", "fused, with numpy's own OpenBLAS for the two big matmuls "
-              "instead of MKL",
-              *(functools.partial(f, backend=blas.NUMPY_CBLAS)
-                for f in (variants.fused_predict, variants.fused_loss_and_grads,
-                          variants.fused_sgd_step, variants.fused_train_loop,
-                          variants.fused_train_loop_optim)))
 
-_WIDE = (variants.fused_wide_predict, variants.fused_wide_loss_and_grads,
-         variants.fused_wide_sgd_step, variants.fused_wide_train_loop,
-         variants.fused_wide_train_loop_optim)
+def _register_openblas_twin(name):
+    """``NAME-openblas``: variant ``name``'s functions with numpy's OpenBLAS as their ``backend``,
+    when MKL is the default and numpy's CBLAS can be called.  The same compiled code (the BLAS
+    library is a run-time argument): which library is faster depends on the shape (MKL at the
+    seed's, numpy's OpenBLAS at 1024x4096x64: 11.7 vs 16.1 ms a step)."""
+    if blas.BACKEND != blas.MKL_CBLAS or blas.NUMPY_CBLAS not in blas.AVAILABLE_BACKENDS:
+        return
+    v = _REGISTRY[name]
+    _register(f"{name}-openblas", f"{name}, with numpy's own OpenBLAS instead of MKL",
+              *(functools.partial(f, backend=blas.NUMPY_CBLAS)
+                for f in (v.predict, v.loss_and_grads, v.sgd_step, v.train_loop,
+                          v.train_loop_optim)))
+
+
+_register_openblas_twin("fused")
 _register("fused-wide", "fused with the output layer's three matmuls through BLAS too "
           "(kernels/wide.py): wins where the row pass's one-core matmuls lose (wide output "
-          "layers, small h) and compiles faster", *_WIDE)
-if blas.BACKEND == blas.MKL_CBLAS and blas.NUMPY_CBLAS in blas.AVAILABLE_BACKENDS:
-    _register("fused-wide-openblas", "fused-wide with numpy's own OpenBLAS instead of MKL",
-              *(functools.partial(f, backend=blas.NUMPY_CBLAS) for f in _WIDE))
+          "layers, small h) and compiles faster",
+          variants.fused_wide_predict, variants.fused_wide_loss_and_grads,
+          variants.fused_wide_sgd_step, variants.fused_wide_train_loop,
+          variants.fused_wide_train_loop_optim)
+_register_openblas_twin("fused-wide")
 
 _register("tiled", "Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
           "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, and the "
