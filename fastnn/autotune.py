@@ -50,14 +50,13 @@ _COMPILED = {"fused-wide": ("wide", "step"), "fused-wide-openblas": ("wide", "st
 # argument) and always measures.  fused-wide, not fused: within noise of fused where the output
 # layer is narrow (seed 1.15x numpy against 1.16x, mnist 1.07x against 1.07x), far ahead where it
 # is wide or h is small (k=100: 1.07-1.14x against 0.60-0.75x; 4096x32x32x1: 1.43-2.10x against
-# 0.99-1.00x), and 0.5 s cheaper to compile (2.1 s against 2.6 s cold).
+# 0.99-1.00x), and cheaper to compile (1.55 s against 2.3 s cold).
 PRIMARY = ("fused-wide", "fused-wide-openblas")
 
 
 _lock = threading.Lock()
 _memory: dict[str, str] = {}
 _by_layers: dict[str, str] = {}  # the last choice per (n, h, k, dtype, threads)
-_last = None
 
 
 def tune_dir() -> str:
@@ -73,11 +72,8 @@ def tune_file() -> str:
 
 
 def _fingerprint() -> str:
-    import numba
-
     from . import __version__
     from .cli import _cpu_name
-    from .kernels import blas
 
     return "|".join([_cpu_name(), str(os.cpu_count()), platform.machine(), __version__,
                      np.__version__, numba.__version__, blas.BACKEND_NAME])
@@ -160,9 +156,9 @@ WARM_UP_SAME_POOL = 0.01
 
 
 def _pool(name) -> str:
-    """The thread pools a candidate's step keeps busy: numpy and fused-openblas share numpy's
-    OpenBLAS (and fused too when that is its BLAS); tiled uses Numba's, blas both Numba's and a
-    BLAS library's."""
+    """The thread pools a candidate's step keeps busy: numpy and the ``-openblas`` routes share
+    numpy's OpenBLAS (fused and fused-wide too, when that is the default BLAS); tiled uses
+    Numba's, blas both Numba's and a BLAS library's."""
     if name in ("fused", "fused-wide"):
         return blas.BACKEND_NAME
     return {"numpy": "numpy", "fused-openblas": "numpy", "fused-wide-openblas": "numpy"}.get(
@@ -225,19 +221,6 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
     often called on a whole data set or validation split, a shape training never steps on) it
     does not measure: the remembered choice for this shape, else the last choice made in this
     process for the same layer sizes (the training batch's), else ``SMALL_CHOICE``."""
-    chosen = _choose(params, x, y, retune, measure_now)
-    if measure_now:
-        global _last
-        _last = chosen
-    return chosen
-
-
-def last_choice():
-    """The variant ``auto`` last ran a training step with in this process (None before any)."""
-    return _last
-
-
-def _choose(params: Params, x, y, retune, measure_now) -> str:
     m = x.shape[0]
     n, h = params.w1.shape
     k = params.w2.shape[1]

@@ -67,8 +67,6 @@ _concurrent_ok = None
 
 def threading_layer() -> str:
     """Numba's threading layer; it is chosen at the first parallel launch, so run a tiny one."""
-    import numba
-
     try:
         return numba.threading_layer()
     except ValueError:
@@ -229,7 +227,6 @@ def fused_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=
     return fused.train_loop(backend, x, y, *params, dt.type(lr), loss_kind, batch, start,
                             losses, *_update_scratch(params), *_fused_scratch(batch, h, k, dt),
                             *rows)
-
 
 
 def _count_updates(optimizer, losses, done):
