@@ -5,7 +5,7 @@ plain SGD.  The step runs in fused Numba kernels (``fastnn.kernels``), checked a
 numpy reference (``fastnn.reference``).
 """
 from . import kernels, reference
-from ._config import get_num_threads, set_num_threads
+from .threads import get_num_threads, set_num_threads
 from .api import loss_and_grads, predict, sgd_step
 from .optim import Optimizer
 from .params import Params, init_params

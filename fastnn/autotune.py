@@ -1,18 +1,19 @@
 """``kernel="auto"``: pick the fastest variant for a (shape, dtype, threads) by a short measurement,
-and remember the choice on disk.
+remember the choice on disk, and resolve every ``kernel=`` name to a variant (``resolve``).
 
 The choice file is JSON in ``$FASTNN_TUNE_DIR``, else ``$XDG_CACHE_HOME/fastnn``, else
 ``~/.cache/fastnn``: ``tune.json``.  Each entry is keyed by the problem and by a fingerprint of the
-machine and software (CPU, core count, fastnn/numpy/numba versions, BLAS backend), so a choice made
-elsewhere or before an upgrade is never reused.  Writes are atomic (temporary file, then rename).
-``fastnn tune`` measures again and overwrites.
+machine and software (``machine.fingerprint``: CPU, core count, fastnn/numpy/numba versions, BLAS
+backend), so a choice made elsewhere or before an upgrade is never reused.  Writes are atomic
+(temporary file, then rename).  ``fastnn tune`` measures again and overwrites.
 
-Candidates: ``numpy`` (the careful numpy step: with it among them, ``auto`` is never slower than
-numpy, to the accuracy of the measurement), ``fused-wide``, ``fused`` (each also with numpy's
-OpenBLAS when MKL is the default BLAS), ``tiled`` and ``blas``.  A first call measures only the
-candidates that are ready (see ``ready``), so that it costs one compile (fused-wide's), not
-five; ``fastnn tune`` compiles and measures all of them, and a later first call measures again
-whenever a candidate it did not measure has become ready.
+Candidates: the variants whose ``candidate`` fact is set (``numpy``, the careful numpy step: with
+it among them, ``auto`` is never slower than numpy, to the accuracy of the measurement;
+``fused-wide``, ``fused`` (each also with numpy's OpenBLAS when MKL is the default BLAS), ``tiled``
+and ``chunked``).  A first call measures only the candidates that are ready (see ``ready``), so
+that it costs one compile (fused-wide's), not five; ``fastnn tune`` compiles and measures all of
+them, and a later first call measures again whenever a candidate it did not measure has become
+ready.
 
 Measuring: each candidate runs in a block of its own (a warm-up, then timed calls), and the blocks
 are repeated in alternating order; the median block time decides.  Blocks rather than call-by-call
@@ -24,28 +25,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import threading
-import time
 
 import numba
 import numpy as np
 
 from . import kernels
-from ._config import get_num_threads
-from .kernels import blas
-from .kernels.losses import SQUARED
-from .kernels.variants import step_flops
+from .kernels.common.losses import SQUARED  # noqa: F401  (the loss auto measures with)
+from .kernels.variant import Variant, step_flops
+from .machine import fingerprint
 from .params import Params
+from .profiling.timing import block
+from .threads import get_num_threads
 
-CANDIDATES = ("numpy", "fused-wide", "fused-wide-openblas", "fused", "fused-openblas", "tiled",
-              "blas")
-# The compiled function each candidate's step runs, for telling whether it is "ready" (compiled,
-# or in Numba's on-disk cache, for the dtype); numpy compiles nothing.
-_COMPILED = {"fused-wide": ("wide", "step"), "fused-wide-openblas": ("wide", "step"),
-             "fused": ("fused", "step"), "fused-openblas": ("fused", "step"),
-             "tiled": ("tiled", "step"), "blas": ("chunked", "step")}
 # The routes a first call compiles (one compiled function: the BLAS library is a run-time
 # argument) and always measures.  fused-wide, not fused: within noise of fused where the output
 # layer is narrow (seed 1.15x numpy against 1.16x, mnist 1.07x against 1.07x), far ahead where it
@@ -55,7 +48,7 @@ PRIMARY = ("fused-wide", "fused-wide-openblas")
 
 
 _lock = threading.Lock()
-_memory: dict[str, str] = {}
+_memory: dict[str, dict] = {}  # key -> {"kernel": choice, "us": the timings}
 _by_layers: dict[str, str] = {}  # the last choice per (n, h, k, dtype, threads)
 
 
@@ -71,14 +64,6 @@ def tune_file() -> str:
     return os.path.join(tune_dir(), "tune.json")
 
 
-def _fingerprint() -> str:
-    from . import __version__
-    from .cli import _cpu_name
-
-    return "|".join([_cpu_name(), str(os.cpu_count()), platform.machine(), __version__,
-                     np.__version__, numba.__version__, blas.BACKEND_NAME])
-
-
 def _key(m, n, h, k, dtype, threads) -> str:
     return f"{m}x{n}x{h}x{k}/{np.dtype(dtype).name}/t{threads}"
 
@@ -89,7 +74,7 @@ def _load() -> dict:
             data = json.load(f)
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("fingerprint") != _fingerprint():
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint():
         return {}
     choices = data.get("choices", {})
     return choices if isinstance(choices, dict) else {}
@@ -102,7 +87,7 @@ def _save(choices: dict) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tune-", suffix=".json")
         with os.fdopen(fd, "w") as f:
-            json.dump({"fingerprint": _fingerprint(), "choices": choices}, f, indent=1,
+            json.dump({"fingerprint": fingerprint(), "choices": choices}, f, indent=1,
                       sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
@@ -112,7 +97,8 @@ def _save(choices: dict) -> None:
 
 
 def candidates() -> list[str]:
-    return [name for name in CANDIDATES if name in kernels.available()]
+    """The variants ``auto`` chooses among (their ``candidate`` fact), in ladder order."""
+    return [v.name for v in kernels.variants() if v.candidate]
 
 
 def ready(dtype) -> list[str]:
@@ -121,12 +107,8 @@ def ready(dtype) -> list[str]:
     process or in Numba's on-disk cache.  Compiling every candidate cold costs ~15 s; ``fastnn
     tune`` does, and measures them all."""
     return [name for name in candidates()
-            if name == "numpy" or name in PRIMARY or _compiled_for(_dispatcher(name), dtype)]
-
-
-def _dispatcher(name):
-    module, function = _COMPILED[name]
-    return getattr(getattr(kernels, module), function)
+            if name in PRIMARY or kernels.get(name).compiled is None
+            or _compiled_for(kernels.get(name).compiled, dtype)]
 
 
 def _compiled_for(dispatcher, dtype) -> bool:
@@ -155,21 +137,15 @@ WARM_UP = 0.12
 WARM_UP_SAME_POOL = 0.01
 
 
-def _pool(name) -> str:
-    """The thread pools a candidate's step keeps busy: numpy and the ``-openblas`` routes share
-    numpy's OpenBLAS (fused and fused-wide too, when that is the default BLAS); tiled uses
-    Numba's, blas both Numba's and a BLAS library's."""
-    if name in ("fused", "fused-wide"):
-        return blas.BACKEND_NAME
-    return {"numpy": "numpy", "fused-openblas": "numpy", "fused-wide-openblas": "numpy"}.get(
-        name, name)
+def _pool_of(name) -> str:
+    return kernels.get(name).pool
 
 
-def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[str, float]:
+def measure(params: Params, x, y, names=None, *, repeats=2, budget=0.03) -> dict[str, float]:
     """Median seconds per ``sgd_step`` of each variant on copies of ``params`` (never the caller's
     arrays).  ``x``, ``y`` are validated, kernel-ready arrays."""
-    # candidates sharing a pool run next to each other: fewer long warm-ups
-    names = sorted(names or candidates(), key=_pool)
+    # candidates sharing a thread pool run next to each other: fewer long warm-ups
+    names = sorted(names or candidates(), key=_pool_of)
     lr = 1e-12  # the copies barely move, so every block times the same numbers
     steps = {}
     for name in reversed(names):  # the first block's pool is then the one last used
@@ -178,27 +154,16 @@ def measure(params: Params, x, y, names=None, *, repeats=2, block=0.03) -> dict[
         steps[name] = (lambda v=variant, p=p: v.sgd_step(p, x, y, lr))
         steps[name]()  # compile or load from cache
     times = {name: [] for name in names}
-    pool = _pool(names[0])
+    pool = _pool_of(names[0])
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             f = steps[name]
             # a new pool: let the previous one's threads go idle first
-            _block(f, WARM_UP if _pool(name) != pool else WARM_UP_SAME_POOL)
-            pool = _pool(name)
-            times[name].append(_block(f, block))
+            block(f, WARM_UP if _pool_of(name) != pool else WARM_UP_SAME_POOL)
+            pool = _pool_of(name)
+            times[name].append(block(f, budget))
     return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def _block(f, budget):
-    reps, total = 0, 0.0
-    t0 = time.perf_counter()
-    while True:
-        f()
-        reps += 1
-        total = time.perf_counter() - t0
-        if total >= budget:
-            return total / reps
 
 
 # Below this many flops per step, ``auto`` runs ``SMALL_CHOICE`` without measuring: a step is
@@ -212,7 +177,7 @@ SMALL_CHOICE = ("fused-wide-openblas" if "fused-wide-openblas" in kernels.availa
                 else "fused-wide")
 
 
-def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
+def choose(params: Params, x, y, *, retune=False, measure_now=True, whole_loop=False) -> str:
     """The variant ``auto`` runs for this problem: remembered, or measured now and remembered.
 
     A remembered choice stands unless a candidate it did not measure has become ready since
@@ -220,7 +185,11 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
     measured again, once per process.  With ``measure_now=False`` (predict, loss_and_grads:
     often called on a whole data set or validation split, a shape training never steps on) it
     does not measure: the remembered choice for this shape, else the last choice made in this
-    process for the same layer sizes (the training batch's), else ``SMALL_CHOICE``."""
+    process for the same layer sizes (the training batch's), else ``SMALL_CHOICE``.
+
+    ``whole_loop``: only variants with compiled training loops qualify (``train(whole_loop=True)``
+    never runs a Python loop in their place): the fastest of them in the remembered timings,
+    else measured among them."""
     m = x.shape[0]
     n, h = params.w1.shape
     k = params.w2.shape[1]
@@ -229,30 +198,62 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True) -> str:
     threads = get_num_threads()
     key = _key(m, n, h, k, params.dtype, threads)
     layers = key.split("x", 1)[1]  # "n x h x k / dtype / threads"
+    qualifies = _with_loops if whole_loop else _any
     with _lock:
         if not retune:
-            if key in _memory:
-                return _memory[key]
-            choice = _load().get(key)
-            if (isinstance(choice, dict) and choice.get("kernel") in kernels.available()
-                    and (not measure_now
-                         or set(ready(params.dtype)) <= set(choice.get("us", {})))):
-                _memory[key] = _by_layers[layers] = choice["kernel"]
-                return choice["kernel"]
+            choice = _remembered(key, params.dtype, measure_now, qualifies)
+            if choice is not None:
+                _by_layers[layers] = choice
+                return choice
             if not measure_now:
-                return _by_layers.get(layers, SMALL_CHOICE)
-        chosen = _measure_and_remember(params, x, y, key, ready(params.dtype))["kernel"]
+                fallback = _by_layers.get(layers, SMALL_CHOICE)
+                return fallback if qualifies(fallback) else SMALL_CHOICE
+        names = [name for name in ready(params.dtype) if qualifies(name)]
+        chosen = _measure_and_remember(params, x, y, key, names)["kernel"]
         _by_layers[layers] = chosen
         return chosen
 
 
+def _any(name) -> bool:
+    return True
+
+
+def _with_loops(name) -> bool:
+    return kernels.get(name).whole_loop
+
+
+def _pick(entry: dict, qualifies) -> str | None:
+    """The choice of a remembered ``entry`` (``{"kernel": name, "us": {name: us}}``) if it
+    qualifies, else the fastest qualifying variant in its timings (old names read as today's)."""
+    name = kernels.ALIASES.get(entry.get("kernel"), entry.get("kernel"))
+    if name in candidates() + kernels.names() and qualifies(name):
+        return name
+    timings = {kernels.ALIASES.get(n, n): t for n, t in entry.get("us", {}).items()}
+    timings = {n: t for n, t in timings.items() if n in candidates() and qualifies(n)}
+    return min(timings, key=timings.get) if timings else None
+
+
+def _remembered(key, dtype, measure_now, qualifies) -> str | None:
+    """The remembered choice for ``key`` (memory, then disk), if it still stands: measured with
+    every candidate ready now (unless ``measure_now`` is false, when any will do)."""
+    entry = _memory.get(key)
+    if entry is None:
+        entry = _load().get(key)
+        if (not isinstance(entry, dict) or not isinstance(entry.get("us"), dict)
+                or (measure_now and not set(ready(dtype)) <= set(entry["us"]))):
+            return None
+        _memory[key] = entry
+    return _pick(entry, qualifies)
+
+
 def _measure_and_remember(params: Params, x, y, key: str, names) -> dict:
-    """Measure ``names``, remember the winner (memory and disk); returns the entry
-    ``{"kernel": name, "us": {name: microseconds per step}}``.  Call with ``_lock`` held."""
+    """Measure ``names``, remember the timings (memory and disk); returns the entry
+    ``{"kernel": the fastest, "us": {name: microseconds per step}}``.  Call with ``_lock``
+    held."""
     timings = measure(params, x, y, names)
     entry = {"kernel": min(timings, key=timings.get),
              "us": {name: t * 1e6 for name, t in timings.items()}}
-    _memory[key] = entry["kernel"]
+    _memory[key] = entry
     stored = _load()  # read again: another process may have written while we measured
     stored[key] = entry
     _save(stored)
@@ -262,7 +263,7 @@ def _measure_and_remember(params: Params, x, y, key: str, names) -> dict:
 def tune(shape, dtype, *, seed=0) -> dict:
     """Measure the candidates on random data of ``shape`` (m, n, h, k) and remember the winner.
     Returns ``{"kernel": name, "us": {name: microseconds per step}}``."""
-    from .bench import problem
+    from .profiling.problems import problem
 
     x, y, params = problem(shape, dtype, seed=seed)
     m, n, h, k = shape
@@ -282,36 +283,21 @@ def forget() -> None:
             pass
 
 
-# --- the `auto` variant: choose, then delegate ------------------------------------------------------
-
-def auto_predict(params: Params, x):
-    return kernels.get(choose(params, x, x[:, :0], measure_now=False)).predict(params, x)
-
-
-def auto_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads=None):
-    variant = kernels.get(choose(params, x, y, measure_now=False))
-    return variant.loss_and_grads(params, x, y, loss_kind, grads)
+def remembered() -> dict:
+    """The stored choices: ``{key: {"kernel": name, "us": {name: microseconds}}}``."""
+    return _load()
 
 
-def auto_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
-    return kernels.get(choose(params, x, y)).sgd_step(params, x, y, lr, loss_kind)
+# --- every kernel= name to a variant --------------------------------------------------------------
 
-
-def auto_train_loop(params: Params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
-                    order=None):
-    rows = x.shape[0] if batch is None else min(batch, x.shape[0])
-    variant = kernels.get(choose(params, x[:rows], y[:rows]))
-    if variant.train_loop is not None:
-        return variant.train_loop(params, x, y, lr, losses, loss_kind, batch, start, order)
-    return kernels.step_loop(variant, params, x, y, lr, losses, loss_kind, batch, start, order)
-
-
-def auto_train_loop_optim(params: Params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
-                          batch=None, start=0, order=None):
-    rows = x.shape[0] if batch is None else min(batch, x.shape[0])
-    variant = kernels.get(choose(params, x[:rows], y[:rows]))
-    if variant.train_loop_optim is not None:
-        return variant.train_loop_optim(params, x, y, optimizer, grads, losses, loss_kind, batch,
-                                        start, order)
-    return kernels.optim_step_loop(variant, params, x, y, optimizer, grads, losses, loss_kind,
-                                   batch, start, order)
+def resolve(name, params: Params, x, y=None, *, measure=True, whole_loop=False) -> Variant:
+    """The variant that runs for ``kernel=name`` on this problem.  A variant's name (or alias)
+    is that variant; ``"auto"`` is ``choose``'s pick for the shape of ``x`` (``measure``: it may
+    measure now, as a training step does; ``whole_loop``: only variants with compiled training
+    loops).  ``x``, ``y``: validated, kernel-ready arrays (``y`` may be None when not measuring).
+    """
+    if name != kernels.AUTO:
+        return kernels.get(name)
+    if y is None:
+        y = np.empty((x.shape[0], params.w2.shape[1]), params.dtype)
+    return kernels.get(choose(params, x, y, measure_now=measure, whole_loop=whole_loop))

@@ -1,9 +1,7 @@
-"""The ``fastnn`` command: ``fastnn train``, ``bench``, ``tune`` and ``info``."""
+"""The ``fastnn`` command: ``fastnn train``, ``bench``, ``bench-train``, ``tune`` and ``info``."""
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 
 import numpy as np
@@ -20,13 +18,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _problem_options(parser, dtype: str) -> None:
-    """--shapes, --dtype and --threads, shared by bench and tune."""
-    parser.add_argument("--shapes", default="seed",
-                        help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
-                             "(default %(default)s)")
-    parser.add_argument("--dtype", default=dtype,
-                        help="float64, float32 or both, comma-separated (default %(default)s)")
+def _threads_option(parser) -> None:
     parser.add_argument("--threads", type=_positive, default=None,
                         help="threads for Numba and BLAS together (default: all cores)")
 
@@ -34,7 +26,15 @@ def _problem_options(parser, dtype: str) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _bench_parser(sub)
+    _bench_train_parser(sub)
+    _tune_parser(sub)
+    sub.add_parser("info", help="versions, CPU, threads, threading layer and BLAS")
+    return parser
 
+
+def _train_parser(sub) -> None:
     t = sub.add_parser(
         "train", help="train the two-layer network (default: the seed's experiment)",
         description="Train on random standard-normal data (the seed's experiment: m=64, n=1000, "
@@ -42,69 +42,88 @@ def _build_parser() -> argparse.ArgumentParser:
                     "iterations), on your own data (--data FILE.npz or FILE.csv) or on "
                     "scikit-learn's digits (--dataset digits).")
     e = SEED_EXPERIMENT
-    t.add_argument("--m", type=_positive, default=e["m"], help="samples (default %(default)s)")
-    t.add_argument("--n", type=_positive, default=e["n"], help="input features (default %(default)s)")
-    t.add_argument("--hidden", type=_positive, default=e["hidden"],
+    g = t.add_argument_group("problem (the random data of the seed's experiment)")
+    g.add_argument("--m", type=_positive, default=e["m"], help="samples (default %(default)s)")
+    g.add_argument("--n", type=_positive, default=e["n"],
+                   help="input features (default %(default)s)")
+    g.add_argument("--hidden", type=_positive, default=e["hidden"],
                    help="hidden units (default %(default)s)")
-    t.add_argument("--out", type=_positive, default=e["out"], help="outputs (default %(default)s)")
-    t.add_argument("--iters", type=_positive, default=None,
-                   help=f"steps (default {e['iters']} full-batch steps unless --epochs is given)")
-    t.add_argument("--epochs", type=_positive, default=None, help="passes over the data")
-    t.add_argument("--batch-size", type=_positive, default=None,
-                   help="minibatch rows (default: the whole set)")
-    t.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate (default {e['lr']} for the seed's experiment, 0.01 for "
-                        f"sgd and 0.001 for adam on data)")
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
-                   help="(default %(default)s)")
-    t.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    t.add_argument("--alpha", type=float, default=0.0, help="L2 weight decay (default 0)")
-    t.add_argument("--seed", type=int, default=0, help="random seed for data, init, shuffling "
-                   "and splits (default %(default)s)")
-    t.add_argument("--init", choices=["normal", "he"], default=None,
-                   help="parameter init; 'normal' is the seed's N(0, 1) (default: normal for the "
-                        "seed's experiment, he on data)")
-    t.add_argument("--dtype", choices=["float64", "float32"], default="float64",
-                   help="compute dtype (default %(default)s)")
-    t.add_argument("--kernel", choices=kernels.available(), default=kernels.DEFAULT,
-                   help="kernel variant (default %(default)s)")
-    t.add_argument("--threads", type=_positive, default=None,
-                   help="threads for Numba and BLAS together (default: all cores)")
-    t.add_argument("--data", metavar="FILE",
+    g.add_argument("--out", type=_positive, default=e["out"],
+                   help="outputs (default %(default)s)")
+    g = t.add_argument_group("data")
+    g.add_argument("--data", metavar="FILE",
                    help="train on your data: .npz with arrays 'x' (m, n) and 'y', or .csv with a "
                         "header row and the label column named by --target")
-    t.add_argument("--target", default="y", help="the label column of a .csv (default %(default)s)")
-    t.add_argument("--task", choices=["regress", "classify"], default=None,
+    g.add_argument("--target", default="y", help="the label column of a .csv (default %(default)s)")
+    g.add_argument("--task", choices=["regress", "classify"], default=None,
                    help="regress: squared error; classify: softmax cross-entropy over the labels "
                         "in y, reports accuracy (default: regress, classify for --dataset)")
-    t.add_argument("--dataset", choices=["digits"],
+    g.add_argument("--dataset", choices=["digits"],
                    help="scikit-learn's bundled digits (needs scikit-learn): 80/20 split, "
                         "reports test accuracy")
-    t.add_argument("--validation-fraction", type=float, default=None,
+    g.add_argument("--validation-fraction", type=float, default=None,
                    help="hold out this fraction of the rows; its loss is shown per epoch")
-    t.add_argument("--early-stopping", action="store_true",
+    g = t.add_argument_group("training")
+    g.add_argument("--iters", type=_positive, default=None,
+                   help=f"steps (default {e['iters']} full-batch steps unless --epochs is given)")
+    g.add_argument("--epochs", type=_positive, default=None, help="passes over the data")
+    g.add_argument("--batch-size", type=_positive, default=None,
+                   help="minibatch rows (default: the whole set)")
+    g.add_argument("--early-stopping", action="store_true",
                    help="stop when the validation loss stops improving (--patience epochs)")
-    t.add_argument("--patience", type=_positive, default=10, help="(default %(default)s)")
-    t.add_argument("--checkpoint", metavar="FILE.npz",
-                   help="save params, optimiser state and position here (atomically)")
-    t.add_argument("--checkpoint-every", type=_positive, default=None, metavar="N",
-                   help="... every N steps (and at the end)")
-    t.add_argument("--resume", metavar="FILE.npz",
-                   help="continue from this checkpoint (same data and settings)")
-    t.add_argument("--plot", metavar="FILE.png",
-                   help="save the training (and validation) curves (needs matplotlib)")
-    t.add_argument("--python-loop", action="store_true",
+    g.add_argument("--patience", type=_positive, default=10, help="(default %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="random seed for data, init, shuffling "
+                   "and splits (default %(default)s)")
+    g.add_argument("--init", choices=["normal", "he"], default=None,
+                   help="parameter init; 'normal' is the seed's N(0, 1) (default: normal for the "
+                        "seed's experiment, he on data)")
+    g.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                   help="compute dtype (default %(default)s)")
+    g.add_argument("--kernel", choices=kernels.available() + list(kernels.ALIASES),
+                   default=kernels.DEFAULT, help="kernel variant (default %(default)s)")
+    _threads_option(g)
+    g.add_argument("--python-loop", action="store_true",
                    help="call the step from Python each iteration instead of running the "
                         "iterations inside one compiled call (the whole-loop mode, default where "
                         "the kernel has one)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary")
+    g = t.add_argument_group("optimiser")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {e['lr']} for the seed's experiment, 0.01 for "
+                        f"sgd and 0.001 for adam on data)")
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                   help="(default %(default)s)")
+    g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    g.add_argument("--alpha", type=float, default=0.0, help="L2 weight decay (default 0)")
+    g = t.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint", metavar="FILE.npz",
+                   help="save params, optimiser state and position here (atomically)")
+    g.add_argument("--checkpoint-every", type=_positive, default=None, metavar="N",
+                   help="... every N steps (and at the end)")
+    g.add_argument("--resume", metavar="FILE.npz",
+                   help="continue from this checkpoint (same data and settings)")
+    g = t.add_argument_group("output")
+    g.add_argument("--plot", metavar="FILE.png",
+                   help="save the training (and validation) curves (needs matplotlib)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary")
 
+
+def _shape_options(parser, dtype: str) -> None:
+    """--shapes, --dtype and --threads, shared by bench and tune."""
+    parser.add_argument("--shapes", default="seed",
+                        help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
+                             "(default %(default)s)")
+    parser.add_argument("--dtype", default=dtype,
+                        help="float64, float32 or both, comma-separated (default %(default)s)")
+    _threads_option(parser)
+
+
+def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="time kernel variants against a careful numpy step",
                        description="Paired timing of each kernel's SGD step against a careful "
                                    "numpy step, with GFLOP/s and % of the BLAS peak measured on "
                                    "the spot.")
-    _problem_options(b, dtype="float64")
+    _shape_options(b, dtype="float64")
     b.add_argument("--kernels", default=None,
                    help=f"comma-separated, from {', '.join(kernels.available())} "
                         "(default: all but reference and auto)")
@@ -127,6 +146,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups (matplotlib)")
     b.add_argument("--json", metavar="FILE", help="write the full report as JSON")
 
+
+def _bench_train_parser(sub) -> None:
     bt = sub.add_parser("bench-train", help="time whole training runs against numpy and "
                         "scikit-learn", description=(
                             "Paired timings of (epoch) one epoch of minibatch training against "
@@ -140,23 +161,21 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--dtype", default="float32", help="(default %(default)s)")
     bt.add_argument("--kernels", default=kernels.DEFAULT, help="comma-separated "
                     "(default %(default)s)")
-    bt.add_argument("--threads", type=_positive, default=None,
-                    help="threads for Numba and BLAS together (default: all cores)")
+    _threads_option(bt)
     bt.add_argument("--rounds", type=_positive, default=7, help="(default %(default)s)")
     bt.add_argument("--digits-epochs", type=_positive, default=100, help="(default %(default)s)")
     bt.add_argument("--settle", type=float, default=0.15, help="(as for bench)")
     bt.add_argument("--json", metavar="FILE", help="write the rows as JSON")
 
+
+def _tune_parser(sub) -> None:
     u = sub.add_parser("tune", help="measure which kernel `auto` should run, and remember it",
                        description="For each shape and dtype, time the candidate kernels "
-                                   "(fastnn.autotune.CANDIDATES) and store the fastest in the "
-                                   "tune file that kernel='auto' reads.")
-    _problem_options(u, dtype="float64,float32")
+                                   "(the variants whose candidate fact is set) and store the "
+                                   "fastest in the tune file that kernel='auto' reads.")
+    _shape_options(u, dtype="float64,float32")
     u.add_argument("--show", action="store_true", help="print the remembered choices and exit")
     u.add_argument("--clear", action="store_true", help="forget every remembered choice and exit")
-
-    sub.add_parser("info", help="versions, CPU, threads, threading layer and BLAS")
-    return parser
 
 
 def _load_data(path: str, target: str):
@@ -224,7 +243,6 @@ def _digits(seed):
 
 def _train(args) -> int:
     import fastnn
-    from .reference import output_loss
 
     if args.plot is not None:
         try:
@@ -234,77 +252,96 @@ def _train(args) -> int:
                              "pip install 'fastnn[plot]' (or pip install matplotlib)") from None
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
-    dtype = np.dtype(args.dtype)
-    on_data = args.data is not None or args.dataset is not None
+    x, y, x_test, y_test, source = _problem(args)
     task = args.task or ("classify" if args.dataset else "regress")
-    x_test = y_test = None
-    if args.dataset == "digits":
-        x, x_test, y, y_test = _digits(args.seed)
-        source = "scikit-learn digits, 80/20 split"
-    elif args.data is not None:
-        x, y = _load_data(args.data, args.target)
-        source = args.data
-    else:
-        rng = np.random.default_rng(args.seed)
-        x = rng.standard_normal((args.m, args.n)).astype(dtype)
-        y = rng.standard_normal((args.m, args.out)).astype(dtype)
-        source = "random N(0, 1) (the seed's experiment)"
-
     classes = None
     if task == "classify":
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise SystemExit(f"fastnn train: --task classify needs one label per row, got y of "
-                             f"shape {y.shape}")
-        classes, y = np.unique(y, return_inverse=True)
-        if y_test is not None:
-            y_test = np.searchsorted(classes, y_test)
+        classes, y, y_test = _encode_labels(y, y_test)
     elif np.asarray(y).dtype.kind not in "biuf":
         raise SystemExit("fastnn train: the labels are text; use --task classify")
+    try:
+        result = fastnn.train(x, y, **_train_arguments(args, task))
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"fastnn train: {exc}") from None
+    _summary(args, result, source, x, y, x_test, y_test, classes)
+    return 1 if result.diverged else 0
 
+
+def _problem(args):
+    """``(x, y, x_test, y_test, description)`` of the data ``args`` name: a data set, a file, or
+    the seed's experiment (``profiling.problems.problem``, the data every benchmark uses)."""
+    if args.dataset == "digits":
+        x, x_test, y, y_test = _digits(args.seed)
+        return x, y, x_test, y_test, "scikit-learn digits, 80/20 split"
+    if args.data is not None:
+        x, y = _load_data(args.data, args.target)
+        return x, y, None, None, args.data
+    from .profiling.problems import problem
+
+    x, y, _ = problem((args.m, args.n, args.hidden, args.out), np.dtype(args.dtype),
+                      seed=args.seed, init="normal")
+    return x, y, None, None, "random N(0, 1) (the seed's experiment)"
+
+
+def _encode_labels(y, y_test):
+    """``(classes, indices of y, indices of y_test)``: class labels as indices into ``classes``."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise SystemExit(f"fastnn train: --task classify needs one label per row, got y of "
+                         f"shape {y.shape}")
+    classes, y = np.unique(y, return_inverse=True)
+    if y_test is not None:
+        y_test = np.searchsorted(classes, y_test)
+    return classes, y, y_test
+
+
+def _train_arguments(args, task) -> dict:
+    """``fastnn.train``'s keyword arguments from the command line."""
+    on_data = args.data is not None or args.dataset is not None
     lr = args.lr
     if lr is None:
         lr = (1e-3 if args.optimizer == "adam" else 0.01) if on_data else SEED_EXPERIMENT["lr"]
     iters, epochs = args.iters, args.epochs
     if iters is None and epochs is None:
         iters = SEED_EXPERIMENT["iters"]
-    init = args.init or ("he" if on_data else "normal")
     opt = dict(optimizer=args.optimizer, alpha=args.alpha)
     if args.optimizer == "sgd":
         opt.update(momentum=args.momentum, nesterov=args.nesterov)
-    try:
-        result = fastnn.train(
-            x, y, hidden=args.hidden, iters=iters, epochs=epochs, batch_size=args.batch_size,
-            lr=lr, loss="softmax" if task == "classify" else "squared", init=init,
-            seed=args.seed, kernel=args.kernel, dtype=dtype,
-            validation_fraction=args.validation_fraction, early_stopping=args.early_stopping,
-            patience=args.patience, checkpoint=args.checkpoint,
-            checkpoint_every=args.checkpoint_every, resume=args.resume,
-            progress=not args.quiet, whole_loop=False if args.python_loop else None, **opt)
-    except (ValueError, TypeError) as exc:
-        raise SystemExit(f"fastnn train: {exc}") from None
+    return dict(
+        hidden=args.hidden, iters=iters, epochs=epochs, batch_size=args.batch_size, lr=lr,
+        loss="softmax" if task == "classify" else "squared",
+        init=args.init or ("he" if on_data else "normal"), seed=args.seed, kernel=args.kernel,
+        dtype=np.dtype(args.dtype), validation_fraction=args.validation_fraction,
+        early_stopping=args.early_stopping, patience=args.patience, checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.quiet,
+        whole_loop=False if args.python_loop else None, **opt)
+
+
+def _summary(args, result, source, x, y, x_test, y_test, classes) -> None:
+    import fastnn
+    from .reference import output_loss
+
     n, h, k = result.params.shape
-    m = np.shape(x)[0]
-    print(f"data        {source}: m={m}, n={n}, hidden={h}, out={k}")
+    print(f"data        {source}: m={np.shape(x)[0]}, n={n}, hidden={h}, out={k}")
     print(f"loss        first {result.losses[0]:.6g}, last {result.losses[-1]:.6g} "
           f"({result.n_steps} steps, {result.n_epochs} epochs)")
     if len(result.val_losses):
         print(f"validation  loss {result.val_losses[-1]:.6g} (best {result.val_losses.min():.6g}"
               f"{', stopped early' if result.stopped_early else ''})")
     if classes is not None:
-        acc = np.mean(np.argmax(fastnn.predict(result.params, x, kernel=args.kernel), 1) == y)
+        acc = np.mean(np.argmax(fastnn.predict(result.params, x, kernel=result.ran), 1) == y)
         print(f"accuracy    train {acc:.4f}")
         if x_test is not None:
-            z = fastnn.predict(result.params, x_test, kernel=args.kernel)
+            z = fastnn.predict(result.params, x_test, kernel=result.ran)
             print(f"accuracy    test {np.mean(np.argmax(z, 1) == y_test):.4f} "
                   f"({len(y_test)} held-out samples)")
     elif x_test is not None:
-        z = fastnn.predict(result.params, x_test, kernel=args.kernel)
+        z = fastnn.predict(result.params, x_test, kernel=result.ran)
         print(f"test loss   {output_loss(z, np.asarray(y_test, z.dtype).reshape(z.shape))[0]:.6g}")
     print(f"time/iter   {result.seconds_per_iter * 1e6:.1f} us (first step, with compile or "
           f"cache load: {result.first_step_seconds:.3f} s)")
     ran = ""
-    if result.kernel == "auto":
+    if result.kernel == kernels.AUTO:
         ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
     print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, "
           f"threads {fastnn.get_num_threads()}")
@@ -315,25 +352,25 @@ def _train(args) -> int:
     if args.plot is not None:
         _plot(result, args.plot, f"fastnn: kernel={result.kernel}, {result.dtype}")
         print(f"plot        {args.plot}")
-    return 1 if result.diverged else 0
 
 
 def _tune(args) -> int:
     import fastnn
-    from . import autotune, bench
+    from . import autotune
     from .params import as_float_dtype
+    from .profiling.problems import parse_shape
 
     if args.clear:
         autotune.forget()
         print(f"forgot every choice ({autotune.tune_file()})")
         return 0
     if args.show:
-        for key, choice in sorted(autotune._load().items()):
+        for key, choice in sorted(autotune.remembered().items()):
             print(f"{key:<32} {choice.get('kernel')}")
         print(f"file        {autotune.tune_file()}")
         return 0
     try:
-        shapes = [bench.parse_shape(s) for s in args.shapes.split(",")]
+        shapes = [parse_shape(s) for s in args.shapes.split(",")]
         dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn tune: {exc}") from None
@@ -379,67 +416,22 @@ def _plot(result, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def info_lines() -> list[str]:
-    import numba
-    import scipy
-    from threadpoolctl import threadpool_info
-
-    import fastnn
-    from . import _config
-    from .kernels import blas  # (also loads scipy's BLAS, so that threadpoolctl lists it)
-
-    from .kernels import variants
-
-    layer = variants.threading_layer()
-    concurrency = ("calls from several Python threads run at once"
-                   if variants.concurrent_calls_allowed() else
-                   "not thread-safe: fastnn serialises its parallel kernels across Python threads")
-    lines = [
-        f"fastnn      {fastnn.__version__}",
-        f"python      {platform.python_version()} ({sys.executable})",
-        f"numpy       {np.__version__}",
-        f"numba       {numba.__version__}",
-        f"scipy       {scipy.__version__}",
-        f"cpu         {_cpu_name()} ({os.cpu_count()} logical cores)",
-        f"threads     fastnn {fastnn.get_num_threads()}, numba max {_config.max_threads()}",
-        f"numba layer {layer} ({concurrency})",
-        f"cache       {_config.kernel_cache_dir() if _config.CACHE else 'off'}",
-        f"fastmath    {'on (no nnan/ninf)' if _config.FASTMATH else 'off'}",
-        f"kernels     {', '.join(kernels.available())} (default {kernels.DEFAULT})",
-        f"fused BLAS  {blas.BACKEND_NAME}: {blas.LIBRARY} (FASTNN_BLAS=mkl|numpy|scipy)",
-    ]
-    for pool in threadpool_info():
-        lines.append(f"{pool['user_api']:<11} {pool['internal_api']} {pool.get('version')} "
-                     f"({pool.get('architecture', '?')}), {pool['num_threads']} threads: "
-                     f"{os.path.basename(pool['filepath'])}")
-    return lines
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
     if args.command == "bench":
-        from . import bench
+        from .profiling import step_bench
 
-        return bench.main(args)
+        return step_bench.main(args)
     if args.command == "bench-train":
-        from . import bench_training
+        from .profiling import train_bench
 
-        return bench_training.main(args)
+        return train_bench.main(args)
     if args.command == "tune":
         return _tune(args)
+    from .machine import info_lines
+
     print("\n".join(info_lines()))
     return 0
 

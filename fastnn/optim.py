@@ -2,8 +2,8 @@
 
 An ``Optimizer`` holds the hyperparameters and the state (momentum buffers or Adam's moments,
 and the step count).  ``step(params, grads)`` applies one update through the fused kernel in
-``fastnn.kernels.optim``; ``reference_step`` is the same math in plain numpy, the specification
-the kernel is tested against.  The objective with weight decay is
+``fastnn.kernels.common.updates``; ``reference_step`` is the same math in plain numpy, the
+specification the kernel is tested against.  The objective with weight decay is
 
     L + (alpha / 2) * (sum(w1**2) + sum(w2**2))          (biases are not decayed)
 
@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from .kernels import optim as _kernel
+from .kernels.common import updates
 from .params import Params
 
 NAMES = ("sgd", "adam")
@@ -118,11 +118,11 @@ class Optimizer:
                 self._shapes = shapes
                 self._flat[key] = np.zeros(sum(p.size for p in params), params.dtype)
 
-    def kernel_arguments(self, params: Params):
-        """``(kind, s1, s2, hyper)`` for ``kernels.optim``: the kind code, the flat state
-        buffers (empty arrays when unused) and the hyperparameters as an array of the params'
-        dtype, ``[lr, alpha, momentum, beta1, beta2, eps, 0]`` (so every caller, Python or
-        compiled, passes the same scalar types and gets the same bits)."""
+    def kernel_state(self, params: Params) -> updates.OptimState:
+        """This optimiser as the compiled update takes it (``updates.OptimState``): the kind
+        code, the flat state buffers (empty arrays when unused), the hyperparameters as an array
+        of the params' dtype (so every caller, Python or compiled, passes the same scalar types
+        and gets the same bits) and the steps taken."""
         self._ensure_state(params)
         dt = params.dtype
         keys = self._needs_state()
@@ -131,16 +131,15 @@ class Optimizer:
         s2 = self._flat[keys[1]] if len(keys) > 1 else empty
         hyper = np.array([self.lr, self.alpha, self.momentum, self.beta1, self.beta2, self.eps,
                           0.0], dt)
-        kind = _kernel.ADAM if self.name == "adam" else _kernel.SGD
-        return kind, s1, s2, hyper
+        kind = updates.ADAM if self.name == "adam" else updates.SGD
+        return updates.OptimState(kind, s1, s2, hyper, self.nesterov, self.t)
 
     def step(self, params: Params, grads: Params) -> float:
         """Update ``params`` in place (C-contiguous arrays) from ``grads``; returns the L2 term
         ``(alpha / 2) * (sum(w1**2) + sum(w2**2))`` of the params before the update."""
-        kind, s1, s2, hyper = self.kernel_arguments(params)
+        state = self.kernel_state(params)
         self.t += 1
-        penalty = _kernel.update_all(kind, *params, *grads, s1, s2, hyper, self.nesterov, self.t)
-        return float(penalty)
+        return float(updates.update_all(params, grads, state, self.t))
 
     def reference_step(self, params: Params, grads: Params) -> float:
         """``step`` in plain numpy: the specification."""

@@ -6,22 +6,37 @@ plain SGD fused into the step (the compiled whole loop where the variant has one
 divergence handling and checkpoints.  Everything that varies between runs comes from ``seed``,
 so the same seed gives the same run, and a run resumed from a checkpoint ends bitwise equal to
 an uninterrupted one.
+
+The parts, in the order ``train`` uses them:
+
+``RunConfig``      the run's settings, validated (and what a checkpoint must match to resume)
+``setup_params``   new, given or resumed parameters, and the data checked against them
+``split``          the validation rows (given, or a fraction drawn from the seed)
+``choose_variant`` ``kernel=`` resolved once for the run (``auto`` measures, or a resumed run
+                   continues with the variant its checkpoint names)
+``run_steps``      the one dispatch: a block of steps, compiled or from Python, any optimiser
+``next_stop``      where each block of steps ends (epochs, callbacks, checkpoints, the bar)
+``_Run``           the state of a run between blocks: curves, early stopping, divergence,
+                   checkpoints
 """
 from __future__ import annotations
 
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-from . import _config, kernels, reference
 from . import checkpoint as ckpt_io
-from .kernels import losses as loss_codes
+from . import kernels, reference
+from .autotune import resolve
+from .kernels.common import losses as loss_codes
+from .kernels.variant import optim_step_loop, step_loop
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
+from .threads import num_threads
 from .validation import (as_numeric_array, check_finite, check_inputs, check_lr, check_params,
                          check_targets, check_x)
 
@@ -96,11 +111,6 @@ class TrainResult:
         return (self.seconds - self.first_step_seconds) / (n - 1)
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    """An independent random stream for ``key`` (the validation split, one epoch's order)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
 def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffle=True, lr=None,
           loss="squared", optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
           beta2=0.999, eps=1e-8, alpha=0.0, validation_data=None, validation_fraction=None,
@@ -123,9 +133,8 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     Optimiser: ``optimizer="sgd"`` (``momentum``, ``nesterov``) or ``"adam"`` (``beta1``,
     ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``); or an
     ``Optimizer`` object, whose hyperparameters and state are used and updated (to continue a
-    run: the estimators' ``partial_fit``).  Plain
-    SGD is fused into the kernels' step; the others run as one fused update pass after the
-    gradients.
+    run: the estimators' ``partial_fit``).  Plain SGD is fused into the kernels' step; the others
+    run as one fused update pass after the gradients.
 
     Validation: ``validation_data=(x_val, y_val)`` or ``validation_fraction`` of the rows held
     out (drawn from ``seed``); the validation loss is taken after each epoch.
@@ -148,46 +157,120 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     defaults to the params' dtype, else x's when it is float32/float64, else float64.
     ``callback(t, loss)`` is called for every step, in order, possibly in bursts of
     ``callback_every``.  ``threads``: Numba and BLAS threads for this run (together; the
-    previous count is restored afterwards; None keeps the current setting).  ``whole_loop``: run
-    the steps inside one compiled call per epoch or burst (identical numbers; plain SGD for every
-    variant with ``train_loop``, the other optimisers for those with ``train_loop_optim``);
-    ``None`` uses it when the kernel has one.  ``progress``: a
-    progress bar (tqdm) on stderr.
+    previous count is restored afterwards; None keeps the current setting).  ``kernel``: a
+    variant's name or ``"auto"`` (chosen once for the run, ``result.ran``).  ``whole_loop``: run
+    the steps inside one compiled call per epoch or burst (identical numbers); ``None`` uses it
+    when the variant has one, ``True`` insists (an error for a variant without one; ``auto``
+    then chooses among those with one).  ``progress``: a progress bar (tqdm) on stderr.
     """
-    variant = kernels.get(kernel)
-    kind = loss_codes.kind(loss)
-    callback_every = _positive_int(callback_every, "callback_every")
+    kernel = kernels.check_name(kernel)
+    loss_codes.kind(loss)
+    opt = _optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
+                     beta1=beta1, beta2=beta2, eps=eps)
+    resumed = ckpt_io.load(resume) if resume is not None else None
+    cfg = RunConfig.validated(seed=_seed(seed, resumed), loss=loss, shuffle=shuffle,
+                              early_stopping=early_stopping, patience=patience, tol=tol)
+    _check_options(iters, epochs, on_divergence, callback_every, whole_loop)
+    every = None if checkpoint_every is None else _positive_int(checkpoint_every,
+                                                                "checkpoint_every")
+    params, x, y = setup_params(x, y, params=params, hidden=hidden, dtype=dtype, init=init,
+                                seed=cfg.seed, loss=loss, resumed=resumed)
+    check_lr(opt.lr, params.dtype)
+    x, y, x_val, y_val = split(x, y, params, loss, validation_data, validation_fraction, cfg.seed)
+
+    m = x.shape[0]
+    batch = m if batch_size is None else min(_positive_int(batch_size, "batch_size"), m)
+    per_epoch = -(-m // batch)
+    total = (_positive_int(iters, "iters") if iters is not None else
+             _positive_int(epochs, "epochs") * per_epoch)
+    cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
+    with num_threads(threads):
+        variant, whole = choose_variant(kernel, whole_loop, params, x[:batch], y[:batch],
+                                        resumed, opt)
+        run = _Run(variant, whole, opt, params, (x, y), (x_val, y_val), total, cfg, kernel)
+        if resumed is not None:
+            run.restore(resumed, resume)
+        run.execute(callback, callback_every, checkpoint, every, progress)
+    result = run.result()
+    if result.diverged:
+        _report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
+    return result
+
+
+# --- the settings ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings a run's steps depend on, validated: a checkpoint records them and a resumed
+    run must match them (``_Run.restore``), so that it ends bitwise equal to an uninterrupted
+    one.  ``batch``, ``n_samples`` and ``validation`` (the held-out rows, None without) come
+    from the data (``with_data``)."""
+
+    seed: int
+    loss: str
+    shuffle: bool
+    early_stopping: bool
+    patience: int
+    tol: float
+    batch: Optional[int] = None
+    n_samples: Optional[int] = None
+    validation: Optional[int] = None
+
+    @classmethod
+    def validated(cls, *, seed, loss, shuffle, early_stopping, patience, tol) -> "RunConfig":
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
+            raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
+        return cls(seed=seed, loss=loss, shuffle=bool(shuffle),
+                   early_stopping=bool(early_stopping),
+                   patience=_positive_int(patience, "patience"), tol=float(tol))
+
+    def with_data(self, batch, n_samples, validation) -> "RunConfig":
+        return RunConfig(**dict(asdict(self), batch=batch, n_samples=n_samples,
+                                validation=validation))
+
+    def as_meta(self) -> dict:
+        """The settings as a checkpoint records them (the keys of earlier checkpoints)."""
+        return asdict(self)
+
+
+def _optimizer(optimizer, lr, **hyper) -> Optimizer:
+    if isinstance(optimizer, Optimizer):  # continue with its hyperparameters and state
+        return optimizer
+    if lr is None:
+        raise TypeError("train: pass lr (the learning rate)")
+    return Optimizer(optimizer, lr, **hyper)
+
+
+def _seed(seed, resumed) -> int:
+    """The run's seed: given, else the resumed checkpoint's, else a new one (recorded)."""
+    if seed is None and resumed is not None:
+        seed = resumed.meta.get("seed")
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % 2**63)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative integer or None, got {seed!r}")
+    return int(seed)
+
+
+def _check_options(iters, epochs, on_divergence, callback_every, whole_loop) -> None:
     if (iters is None) == (epochs is None):
         raise TypeError("train: pass exactly one of iters (steps) or epochs")
     if on_divergence not in ("warn", "raise"):
         raise ValueError(f"on_divergence: expected 'warn' or 'raise', got {on_divergence!r}")
-    if isinstance(optimizer, Optimizer):  # continue with its hyperparameters and state
-        opt = optimizer
-    else:
-        if lr is None:
-            raise TypeError("train: pass lr (the learning rate)")
-        opt = Optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
-                        beta1=beta1, beta2=beta2, eps=eps)
-    if whole_loop is None:
-        whole_loop = variant.train_loop is not None
-    elif whole_loop and variant.train_loop is None:
-        with_loop = [k for k in kernels.available() if kernels.get(k).train_loop is not None]
-        raise ValueError(f"whole_loop: kernel {variant.name!r} has no compiled training loop; "
-                         f"kernels with one: {', '.join(with_loop)}")
+    _positive_int(callback_every, "callback_every")
+    if whole_loop not in (None, True, False):
+        raise TypeError(f"whole_loop: expected None, True or False, got {whole_loop!r}")
 
-    resumed = ckpt_io.load(resume) if resume is not None else None
+
+# --- parameters, data, validation split -----------------------------------------------------------
+
+def setup_params(x, y, *, params, hidden, dtype, init, seed, loss, resumed):
+    """``(params, x, y)``: the run's parameters (a copy of the given or resumed ones, else new
+    ones from ``seed``) and the data checked against them (kernel-ready, finite)."""
     if resumed is not None:
         if params is not None:
             raise TypeError("train: pass params or resume, not both")
         params = resumed.params
-        if seed is None:
-            seed = resumed.meta.get("seed")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**63)
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TypeError(f"seed: expected a non-negative integer or None, got {seed!r}")
-    seed = int(seed)
-
     if params is not None:
         params = check_params(params).copy()
         if dtype is not None and as_float_dtype(dtype) != params.dtype:
@@ -203,78 +286,12 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
             dtype = x_dtype if x_dtype in (np.float32, np.float64) else np.float64
         dtype = as_float_dtype(dtype)
         n = check_inputs(x, dtype).shape[1]
-        k = _n_outputs(y, loss)
-        params = init_params(n, hidden, k, init=init, dtype=dtype, seed=seed)
-    check_lr(opt.lr, params.dtype)
+        params = init_params(n, hidden, _n_outputs(y, loss), init=init, dtype=dtype, seed=seed)
     x = check_x(x, params)
     y = check_targets(y, params, x.shape[0], loss)
     check_finite(x, "x")
     check_finite(y, "y")
-
-    x_val = y_val = None
-    if validation_data is not None and validation_fraction is not None:
-        raise TypeError("train: pass validation_data or validation_fraction, not both")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data: expected a pair (x_val, y_val)")
-        x_val = check_x(validation_data[0], params)
-        y_val = check_targets(validation_data[1], params, x_val.shape[0], loss)
-        check_finite(x_val, "validation_data x")
-        check_finite(y_val, "validation_data y")
-    elif validation_fraction is not None:
-        f = validation_fraction
-        if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
-            raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
-        n_val = int(math.ceil(f * x.shape[0]))
-        if n_val >= x.shape[0]:
-            raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training "
-                             f"rows")
-        order = _rng(seed, 1).permutation(x.shape[0])
-        val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-        x_val, y_val = x[val_rows], y[val_rows]
-        x, y = np.ascontiguousarray(x[train_rows]), np.ascontiguousarray(y[train_rows])
-
-    m = x.shape[0]
-    batch = m if batch_size is None else min(_positive_int(batch_size, "batch_size"), m)
-    per_epoch = -(-m // batch)
-    total = _positive_int(iters, "iters") if iters is not None else \
-        _positive_int(epochs, "epochs") * per_epoch
-    every = None if checkpoint_every is None else _positive_int(checkpoint_every,
-                                                                "checkpoint_every")
-    patience = _positive_int(patience, "patience")
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
-        raise ValueError(f"tol: expected a number >= 0, got {tol!r}")
-
-    if variant.name == "auto":
-        # One concrete variant for the whole run, recorded in its checkpoints: a resumed run
-        # continues with the variant that wrote the checkpoint (auto's choice may change in
-        # between, e.g. once `fastnn tune` has made another candidate ready), so it still ends
-        # bitwise equal to an uninterrupted run.
-        ran = resumed.meta.get("ran") if resumed is not None else None
-        if ran not in kernels.available() or ran == "auto":
-            from . import autotune
-
-            ran = autotune.choose(params, x[:batch], y[:batch])
-        variant = kernels.get(ran)
-    config = dict(seed=seed, batch=batch, n_samples=m, loss=loss, shuffle=bool(shuffle),
-                  validation=None if x_val is None else int(x_val.shape[0]),
-                  early_stopping=bool(early_stopping), patience=patience, tol=float(tol))
-    run = _Run(variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total, config,
-               whole_loop, kernel)
-    if resumed is not None:
-        run.restore(resumed, resume)
-    with _config.num_threads(threads):
-        run.execute(callback, callback_every, checkpoint, every, progress)
-    result = run.result()
-    if result.diverged:
-        t = result.diverged_at
-        msg = (f"training diverged at step {t} (epoch {t // per_epoch}): the loss is "
-               f"{result.losses[t]}; stopped there, keeping {run.kept}.  Try a smaller learning "
-               f"rate than lr={opt.lr:g}.")
-        if on_divergence == "raise":
-            raise DivergenceError(msg, result)
-        warnings.warn(msg, DivergenceWarning, stacklevel=2)
-    return result
+    return params, x, y
 
 
 def _n_outputs(y, loss) -> int:
@@ -289,20 +306,123 @@ def _n_outputs(y, loss) -> int:
     return y.shape[1] if y.ndim == 2 else 1  # check_targets rejects any other shape
 
 
-class _Run:
-    """The state of one training run, so that a checkpoint can capture it and ``restore`` can
-    bring it back exactly."""
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """An independent random stream for ``key`` (the validation split, one epoch's order)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
-    def __init__(self, variant, kind, loss, opt, params, x, y, x_val, y_val, batch, total,
-                 config, whole_loop, kernel):
-        self.variant, self.kind, self.loss, self.opt = variant, kind, loss, opt
-        self.kernel = kernel  # the name asked for ("auto"); self.variant is what runs
-        self.params, self.x, self.y, self.x_val, self.y_val = params, x, y, x_val, y_val
-        self.batch, self.total, self.config = batch, total, config
-        self.whole_loop = whole_loop
-        self.fused_sgd = whole_loop and opt.is_plain_sgd and variant.train_loop is not None
-        self.m = x.shape[0]
-        self.per_epoch = -(-self.m // batch)
+
+def split(x, y, params, loss, validation_data, validation_fraction, seed):
+    """``(x, y, x_val, y_val)``: the training rows and the validation rows (None, None without
+    validation): ``validation_data`` as given, or ``validation_fraction`` of the rows, drawn
+    from ``seed``'s own stream (the training rows keep their order)."""
+    if validation_data is not None and validation_fraction is not None:
+        raise TypeError("train: pass validation_data or validation_fraction, not both")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data: expected a pair (x_val, y_val)")
+        x_val = check_x(validation_data[0], params)
+        y_val = check_targets(validation_data[1], params, x_val.shape[0], loss)
+        check_finite(x_val, "validation_data x")
+        check_finite(y_val, "validation_data y")
+        return x, y, x_val, y_val
+    if validation_fraction is None:
+        return x, y, None, None
+    f = validation_fraction
+    if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
+        raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
+    n_val = int(math.ceil(f * x.shape[0]))
+    if n_val >= x.shape[0]:
+        raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training rows")
+    order = _rng(seed, 1).permutation(x.shape[0])
+    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (np.ascontiguousarray(x[train_rows]), np.ascontiguousarray(y[train_rows]),
+            x[val_rows], y[val_rows])
+
+
+# --- the variant and the dispatch -----------------------------------------------------------------
+
+def choose_variant(kernel, whole_loop, params, xb, yb, resumed, opt):
+    """``(variant, whole)``: the variant for the whole run and whether it runs its compiled loops.
+
+    ``auto`` is resolved once, on the first batch's shape, or taken from a resumed checkpoint
+    (the variant that wrote it: ``auto``'s choice may have changed since, and the resumed run must
+    continue with the same arithmetic to end bitwise equal).  ``whole_loop=True`` is never
+    dropped silently: ``auto`` chooses among the variants with compiled loops, and a variant
+    without them is an error."""
+    ran = resumed.meta.get("ran") if resumed is not None and kernel == kernels.AUTO else None
+    ran = kernels.ALIASES.get(ran, ran)
+    if ran in kernels.names(reference=True):
+        variant = kernels.get(ran)
+    else:
+        variant = resolve(kernel, params, xb, yb, whole_loop=bool(whole_loop))
+    if whole_loop is None:
+        return variant, variant.whole_loop
+    if whole_loop and not variant.whole_loop:
+        with_loops = [v.name for v in kernels.variants(reference=True) if v.whole_loop]
+        how = " (the variant this run resumes with, chosen by auto)" if ran else ""
+        raise ValueError(f"whole_loop: kernel {variant.name!r}{how} has no compiled training "
+                         f"loop; kernels with one: {', '.join(with_loops)}")
+    return variant, bool(whole_loop)
+
+
+def run_steps(variant, whole, params, x, y, opt, grads, out, loss_kind, batch, block, order):
+    """Steps into ``out`` (its length), from minibatch ``block`` of the epoch whose row order is
+    ``order`` (None: in place): the variant's compiled loop when ``whole``, else one call per
+    step from Python; plain SGD fused into the step, any other optimiser after the gradients.
+    Returns the number of steps taken (fewer when a loss is not finite)."""
+    if opt.is_plain_sgd:
+        if whole:
+            return variant.train_loop(params, x, y, opt.lr, out, loss_kind, batch, block, order)
+        return step_loop(variant, params, x, y, opt.lr, out, loss_kind, batch, block, order)
+    if whole:
+        return variant.train_loop_optim(params, x, y, opt, grads, out, loss_kind, batch, block,
+                                        order)
+    return optim_step_loop(variant, params, x, y, opt, grads, out, loss_kind, batch, block, order)
+
+
+def next_stop(step, total, per_epoch, *, bulk, burst, callback_every=None,
+              checkpoint_every=None) -> int:
+    """Where the block of steps that starts at ``step`` ends (exclusive).
+
+    A block never crosses an epoch's end (the epoch's curves, validation and early stopping run
+    between blocks), except in ``bulk`` runs (full-batch, nothing to do at epoch ends), whose
+    blocks are ``burst`` steps.  The first step runs alone (its time isolates the compile or
+    cache load).  With a callback, blocks end every ``callback_every`` steps (counted from step
+    1); with checkpoints, at every multiple of ``checkpoint_every``."""
+    if step == 0:
+        return 1
+    stop = min(total, step + burst) if bulk else min(total, (step // per_epoch + 1) * per_epoch)
+    if callback_every is not None:
+        stop = min(stop, step + callback_every - (step - 1) % callback_every)
+    if checkpoint_every is not None:
+        stop = min(stop, (step // checkpoint_every + 1) * checkpoint_every)
+    return stop
+
+
+def _report_divergence(result, kept, lr, per_epoch, on_divergence):
+    t = result.diverged_at
+    msg = (f"training diverged at step {t} (epoch {t // per_epoch}): the loss is "
+           f"{result.losses[t]}; stopped there, keeping {kept}.  Try a smaller learning rate "
+           f"than lr={lr:g}.")
+    if on_divergence == "raise":
+        raise DivergenceError(msg, result)
+    warnings.warn(msg, DivergenceWarning, stacklevel=3)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+class _Run:
+    """The state of one training run between blocks of steps, so that a checkpoint can capture
+    it and ``restore`` can bring it back exactly."""
+
+    def __init__(self, variant, whole, opt, params, data, validation, total, cfg: RunConfig,
+                 kernel):
+        self.variant, self.whole, self.opt, self.kernel = variant, whole, opt, kernel
+        self.params, (self.x, self.y), (self.x_val, self.y_val) = params, data, validation
+        self.kind = loss_codes.kind(cfg.loss)
+        self.total, self.cfg = total, cfg
+        self.m = self.x.shape[0]
+        self.per_epoch = -(-self.m // cfg.batch)
         self.losses = np.full(total, np.nan)
         self.step = 0
         self.epoch_losses: list[float] = []
@@ -314,18 +434,17 @@ class _Run:
         self.stopped_early = False
         self.diverged_at: Optional[int] = None
         self.kept = "the parameters of the last finite step"
-        self.snapshot = params.copy()
-        self.snapshot_step = 0
+        self.snapshot, self.snapshot_step = params.copy(), 0
         self.grads = None if opt.is_plain_sgd else Params(*(np.empty_like(p) for p in params))
-        self.shuffled = config["shuffle"] and self.per_epoch > 1
+        self.shuffled = cfg.shuffle and self.per_epoch > 1
         self.order_epoch, self.order = -1, None
-        self.seconds = 0.0
-        self.first = 0.0
+        self.seconds = self.first = 0.0
 
     # --- checkpoints ---
 
     def save(self, path):
-        meta = dict(self.config, epoch_losses=self.epoch_losses, val_losses=self.val_losses,
+        meta = dict(self.cfg.as_meta(), epoch_losses=self.epoch_losses,
+                    val_losses=self.val_losses,
                     best=self.best if math.isfinite(self.best) else None,
                     best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
                     stopped_early=self.stopped_early, ran=self.variant.name)
@@ -336,12 +455,11 @@ class _Run:
 
     def restore(self, ck: ckpt_io.Checkpoint, path):
         meta = ck.meta
-        for key, value in self.config.items():
+        for key, value in self.cfg.as_meta().items():
             if meta.get(key) != value:
                 raise ValueError(f"resume: checkpoint {path!r} was written with {key}="
                                  f"{meta.get(key)!r}, this run has {key}={value!r}")
-        hyper = self.opt.hyperparameters()
-        for key, value in hyper.items():
+        for key, value in self.opt.hyperparameters().items():
             if ck.optimizer.get(key) != value:
                 raise ValueError(f"resume: checkpoint {path!r} was written with optimizer "
                                  f"{key}={ck.optimizer.get(key)!r}, this run has {value!r}")
@@ -360,8 +478,7 @@ class _Run:
         self.stopped_early = bool(meta.get("stopped_early", False))
         if "best" in ck.extra:
             self.best_params = ck.extra["best"].copy()
-        self.snapshot = self.params.copy()
-        self.snapshot_step = self.step
+        self.snapshot, self.snapshot_step = self.params.copy(), self.step
 
     # --- the loop ---
 
@@ -371,32 +488,20 @@ class _Run:
         if not self.shuffled:
             return None
         if self.order_epoch != epoch:
-            self.order = reference.epoch_order(self.config["seed"], epoch, self.m)
+            self.order = reference.epoch_order(self.cfg.seed, epoch, self.m)
             self.order_epoch = epoch
         return self.order
 
     def _run_steps(self, start, stop) -> int:
         """Steps ``start .. stop-1`` (within one epoch); returns the number taken."""
-        order = self._epoch_order(start // self.per_epoch)
-        block = start % self.per_epoch
-        out = self.losses[start:stop]
-        x, y, batch = self.x, self.y, self.batch
-        if self.fused_sgd:
-            return self.variant.train_loop(self.params, x, y, self.opt.lr, out, self.kind, batch,
-                                           block, order)
-        if self.whole_loop and self.variant.train_loop_optim is not None \
-                and not self.opt.is_plain_sgd:
-            return self.variant.train_loop_optim(self.params, x, y, self.opt, self.grads, out,
-                                                 self.kind, batch, block, order)
-        if self.opt.is_plain_sgd:
-            return kernels.step_loop(self.variant, self.params, x, y, self.opt.lr, out,
-                                     self.kind, batch, block, order)
-        return kernels.optim_step_loop(self.variant, self.params, x, y, self.opt, self.grads, out,
-                                       self.kind, batch, block, order)
+        return run_steps(self.variant, self.whole, self.params, self.x, self.y, self.opt,
+                         self.grads, self.losses[start:stop], self.kind, self.cfg.batch,
+                         start % self.per_epoch, self._epoch_order(start // self.per_epoch))
 
     def _val_loss(self) -> float:
         z2 = self.variant.predict(self.params, self.x_val)
-        return reference.output_loss(z2, self.y_val, self.loss)[0] + self.opt.penalty(self.params)
+        return reference.output_loss(z2, self.y_val, self.cfg.loss)[0] + \
+            self.opt.penalty(self.params)
 
     def _end_epoch(self, epoch):
         first = epoch * self.per_epoch
@@ -405,13 +510,13 @@ class _Run:
         if self.x_val is not None:
             self.val_losses.append(float(self._val_loss()))
             monitored = self.val_losses[-1]
-        if self.config["early_stopping"]:
-            if monitored < self.best - self.config["tol"]:
+        if self.cfg.early_stopping:
+            if monitored < self.best - self.cfg.tol:
                 self.best, self.best_epoch, self.bad_epochs = monitored, epoch, 0
                 self.best_params = self.params.copy()
             else:
                 self.bad_epochs += 1
-                if self.bad_epochs >= self.config["patience"]:
+                if self.bad_epochs >= self.cfg.patience:
                     self.stopped_early = True
         self._snapshot_after(min(self.per_epoch, SNAPSHOT_STEPS))
 
@@ -426,62 +531,53 @@ class _Run:
         for p, q in zip(self.params, source):
             p[...] = q
 
-    def execute(self, callback, callback_every, checkpoint, every, progress):
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    def _diverged(self):
+        """After a step whose loss was not finite: it made no update; stop there, keeping the
+        last finite parameters."""
+        self.step -= 1
+        self.diverged_at = self.step
+        self.losses = self.losses[:self.step + 1]
+        if not all(np.isfinite(p).all() for p in self.params):
+            self._set_params(self.snapshot)
+            self.kept = (f"the parameters after step {self.snapshot_step} (the last finite "
+                         f"snapshot; later ones were no longer finite)")
 
-            bar = tqdm(total=self.total, initial=self.step, unit="step", leave=True,
-                       desc=f"{self.variant.name}")
-        # Epoch-end work (curves, validation, early stopping) runs between chunks; in full-batch
-        # runs without it, many steps (epochs of one step) run per chunk.
-        needs_epochs = self.x_val is not None or self.config["early_stopping"]
-        bulk = self.per_epoch == 1 and not needs_epochs
+    def _after_block(self, start, bulk):
+        """Epoch-end work for the steps ``start .. self.step - 1`` just taken."""
+        if bulk:
+            self.epoch_losses.extend(self.losses[start:self.step].tolist())
+            self._snapshot_after(SNAPSHOT_STEPS)
+        elif self.step % self.per_epoch == 0:  # complete epochs only (resume-safe)
+            self._end_epoch((self.step - 1) // self.per_epoch)
+
+    def execute(self, callback, callback_every, checkpoint, every, progress):
+        bar = _progress_bar(self, progress)
+        # Epoch-end work (curves, validation, early stopping) runs between blocks; in full-batch
+        # runs without it, many steps (epochs of one step) run per block.
+        bulk = self.per_epoch == 1 and self.x_val is None and not self.cfg.early_stopping
         burst = callback_every if callback is not None else self.total
         if bar is not None:
             burst = min(burst, max(1, self.total // 20))  # ~20 bar updates, not one per step
         t0 = time.perf_counter()
         while self.step < self.total and not self.stopped_early:
             start = self.step
-            epoch = start // self.per_epoch
-            stop = min(self.total, (epoch + 1) * self.per_epoch)
-            if bulk:
-                stop = min(self.total, start + burst)
-            if start == 0:
-                stop = 1  # alone, so first_step_seconds isolates compile/cache-load time
-            elif callback is not None:
-                stop = min(stop, start + callback_every - (start - 1) % callback_every)
-            if every is not None:
-                stop = min(stop, (start // every + 1) * every)
+            stop = next_stop(start, self.total, self.per_epoch, bulk=bulk, burst=burst,
+                             callback_every=callback_every if callback is not None else None,
+                             checkpoint_every=every)
             done = self._run_steps(start, stop)
             if start == 0:
                 self.first = time.perf_counter() - t0
             self.step = start + done
             if not np.isfinite(self.losses[self.step - 1]):
-                self.step -= 1  # the failed step made no update
-                self.diverged_at = self.step
-                self.losses = self.losses[:self.step + 1]
-                if not all(np.isfinite(p).all() for p in self.params):
-                    self._set_params(self.snapshot)
-                    self.kept = (f"the parameters after step {self.snapshot_step} (the last "
-                                 f"finite snapshot; later ones were no longer finite)")
+                self._diverged()
                 break
             if callback is not None:
                 for t in range(start, self.step):
                     callback(t, float(self.losses[t]))
-            if bulk:
-                self.epoch_losses.extend(self.losses[start:self.step].tolist())
-                self._snapshot_after(SNAPSHOT_STEPS)
-            elif self.step % self.per_epoch == 0:  # complete epochs only (resume-safe)
-                self._end_epoch((self.step - 1) // self.per_epoch)
-            if checkpoint is not None and (every is not None and self.step % every == 0):
+            self._after_block(start, bulk)
+            if checkpoint is not None and every is not None and self.step % every == 0:
                 self.save(checkpoint)
-            if bar is not None:
-                bar.update(self.step - start)
-                post = {"loss": f"{self.losses[self.step - 1]:.4g}"}
-                if self.val_losses:
-                    post["val"] = f"{self.val_losses[-1]:.4g}"
-                bar.set_postfix(post, refresh=False)
+            _update_bar(bar, self, start)
         self.seconds = time.perf_counter() - t0
         if self.diverged_at is None:
             self.losses = self.losses[:self.step]
@@ -496,5 +592,24 @@ class _Run:
         return TrainResult(self.params, self.losses, self.kernel, self.params.dtype,
                            self.seconds, self.first, np.array(self.epoch_losses, np.float64),
                            np.array(self.val_losses, np.float64), self.per_epoch,
-                           self.config["seed"], self.diverged_at, self.stopped_early,
+                           self.cfg.seed, self.diverged_at, self.stopped_early,
                            self.best_epoch, self.opt, self.variant.name)
+
+
+def _progress_bar(run: _Run, progress):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total, initial=run.step, unit="step", leave=True,
+                desc=run.variant.name)
+
+
+def _update_bar(bar, run: _Run, start):
+    if bar is None:
+        return
+    bar.update(run.step - start)
+    post = {"loss": f"{run.losses[run.step - 1]:.4g}"}
+    if run.val_losses:
+        post["val"] = f"{run.val_losses[-1]:.4g}"
+    bar.set_postfix(post, refresh=False)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import fastnn
+from fastnn.profiling.problems import problem
 
 # kernel="auto" remembers its choices on disk: keep the tests' choices out of the user's cache.
 os.environ["FASTNN_TUNE_DIR"] = tempfile.mkdtemp(prefix="fastnn-tests-tune-")
 
-# The concrete variants that the parametrised tests run (auto delegates to one of them and has
-# its own tests, since it measures before it first runs).
-VARIANTS = [name for name in fastnn.kernels.available() if name not in ("reference", "auto")]
+# The concrete variants that the parametrised tests run, from the registry (auto resolves to one
+# of them and has its own tests, since it measures before it first runs).
+VARIANTS = fastnn.kernels.names()
 
 DTYPES = [np.float32, np.float64]
 
@@ -38,10 +39,12 @@ SHAPES = [
 LAYOUTS = ["C", "F", "strided"]
 
 # Variants whose results are bitwise reproducible: the same numbers for the same inputs whatever
-# the arrays' memory alignment, the run or the thread count.  The BLAS-backed variants (fused,
-# blas) inherit BLAS's summation order, which may depend on alignment and threads (MKL's does,
-# unless MKL_CBWR is set), so they promise agreement to a few rounding errors only.
-BITWISE = {"reference", "naive", "tiled"}
+# the arrays' memory alignment, the run or the thread count (their ``bitwise`` fact).  The
+# BLAS-backed variants inherit BLAS's summation order, which may depend on alignment and threads
+# (MKL's does, unless MKL_CBWR is set), so they promise agreement to a few rounding errors only.
+BITWISE = {v.name for v in fastnn.kernels.variants(reference=True) if v.bitwise}
+# Variants with compiled training loops (whole_loop), each checked bitwise against its Python loop.
+WHOLE_LOOP = [v.name for v in fastnn.kernels.variants() if v.whole_loop]
 
 
 def assert_same_numbers(got, want, kernel):
@@ -72,11 +75,9 @@ def relayout(a: np.ndarray, layout: str) -> np.ndarray:
 
 
 def make_problem(m, n, h, k, dtype, seed=0, init="normal"):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((m, n)).astype(dtype)
-    y = rng.standard_normal((m, k)).astype(dtype)
-    params = fastnn.init_params(n, h, k, init=init, dtype=dtype, seed=seed + 1)
-    return x, y, params
+    """``fastnn.profiling.problems.problem`` with N(0, 1) params (larger values than He's, so
+    rounding shows) drawn from their own seed."""
+    return problem((m, n, h, k), dtype, seed, init=init, params_seed=seed + 1)
 
 
 def tolerance(dtype, m, n, h, k) -> float:

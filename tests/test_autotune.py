@@ -79,7 +79,7 @@ def test_corrupt_or_foreign_choice_files_are_ignored(tune_dir, content):
     x, y, params = make_problem(5, 4, 3, 2, np.float64)
     fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")  # measures, does not crash
     data = json.loads((tune_dir / "tune.json").read_text())
-    assert data["fingerprint"] == autotune._fingerprint()
+    assert data["fingerprint"] == fastnn.machine.fingerprint()
 
 
 def test_unwritable_tune_dir_still_works(tmp_path, monkeypatch):
@@ -120,7 +120,8 @@ def test_auto_minibatch_training_is_the_chosen_variants_run(tune_dir, optimizer)
     kw = dict(hidden=12, epochs=3, batch_size=16, lr=0.01, loss="softmax", seed=1,
               optimizer=optimizer)
     auto = fastnn.train(x, labels, kernel="auto", **kw)
-    (choice,) = autotune._memory.values()
+    (entry,) = autotune._memory.values()
+    choice = entry["kernel"]
     direct = fastnn.train(x, labels, kernel=choice, **kw)
     np.testing.assert_array_equal(auto.losses, direct.losses)
     for a, b in zip(auto.params, direct.params):
@@ -155,7 +156,7 @@ def test_ready_candidates(tune_dir):
 def test_a_new_process_finds_variants_in_the_disk_cache():
     """A variant compiled by an earlier process is ready in a new one (read from Numba's cache
     index, without loading it)."""
-    if not fastnn._config.CACHE:
+    if not fastnn.kernels.jit.CACHE:
         pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0)")
     compile_ = ("import numpy as np, fastnn\n"
                 "x = np.ones((5, 4)); y = np.ones((5, 2))\n"
@@ -174,7 +175,7 @@ def test_a_remembered_choice_is_measured_again_when_a_candidate_becomes_ready(tu
     key = f"6x5x4x3/float64/t{fastnn.get_num_threads()}"
     # a choice made when only numpy had been measured
     (tune_dir / "tune.json").write_text(json.dumps({
-        "fingerprint": autotune._fingerprint(),
+        "fingerprint": fastnn.machine.fingerprint(),
         "choices": {key: {"kernel": "numpy", "us": {"numpy": 1.0}}}}))
     fastnn.sgd_step(params, x, y, 1e-2, kernel="auto")
     entry = json.loads((tune_dir / "tune.json").read_text())["choices"][key]
@@ -220,3 +221,29 @@ def test_auto_runs_one_variant_per_run_and_resume_keeps_it(tune_dir, tmp_path, m
     np.testing.assert_array_equal(resumed.losses, whole.losses)
     for a, b in zip(resumed.params, whole.params):
         np.testing.assert_array_equal(a, b)
+
+
+def test_whole_loop_is_never_dropped_by_auto(tune_dir, monkeypatch):
+    """train(kernel="auto", whole_loop=True) runs a variant with compiled loops even where numpy,
+    which has none, measured fastest; with whole_loop=None it may run numpy's Python loop."""
+    def numpy_wins(params, x, y, names=None, **kw):
+        return {name: (1e-6 if name == "numpy" else 2e-6) for name in names}
+
+    monkeypatch.setattr(autotune, "measure", numpy_wins)
+    x, y, params = make_problem(30, 20, 10, 3, np.float64)
+    kw = dict(iters=3, lr=1e-3, params=params, kernel="auto")
+    assert fastnn.train(x, y, **kw).ran == "numpy"
+    forced = fastnn.train(x, y, whole_loop=True, **kw)
+    assert forced.ran != "numpy" and fastnn.kernels.get(forced.ran).whole_loop
+
+
+def test_resolve_turns_every_name_into_a_variant(tune_dir):
+    x, y, params = make_problem(8, 5, 4, 2, np.float64)
+    for name in fastnn.kernels.names(reference=True):
+        assert autotune.resolve(name, params, x, y).name == name
+    auto = autotune.resolve("auto", params, x, y)
+    assert auto.name in autotune.candidates() + [autotune.SMALL_CHOICE]
+    with pytest.warns(FutureWarning, match="chunked"):
+        assert autotune.resolve("blas", params, x, y).name == "chunked"
+    with pytest.raises(ValueError, match="not a variant"):
+        fastnn.kernels.get("auto")

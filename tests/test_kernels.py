@@ -123,24 +123,31 @@ def test_inputs_are_converted_to_the_params_dtype(kernel, dtype):
     assert_same_numbers(loss, loss2, kernel)
 
 
+# The modules whose compiled code calls BLAS (a "blas" in their pool): each is built with every
+# BLAS backend found here.
+BLAS_MODULES = [module for module in fastnn.kernels.LADDER
+                if "blas" in getattr(module, "SPEC", {}).get("pool", "")]
+
+
+@pytest.mark.parametrize("module", BLAS_MODULES, ids=lambda module: module.SPEC["name"])
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_fused_with_each_blas_backend(shape, dtype, monkeypatch):
+def test_each_blas_backend(module, shape, dtype):
     """Every way into BLAS found here (MKL's or numpy's CBLAS, scipy's Fortran BLAS) gives the
-    reference's numbers.  All are linked in; the backend is a run-time argument, so we can switch
-    it here."""
-    from fastnn.kernels import blas
+    reference's numbers, in every variant that calls BLAS.  All are linked in; the backend is a
+    run-time argument, so the same compiled code runs with each."""
+    from fastnn.kernels.common import gemm
+    from fastnn.kernels.variant import compiled_variant
 
     x, y, params = make_problem(*shape, dtype)
     ref_loss, ref_grads = reference.loss_and_grads(params_as(params, np.float64),
                                                    x.astype(np.float64), y.astype(np.float64))
+    ref_z2 = reference.predict(params_as(params, np.float64), x.astype(np.float64))
     tol = tolerance(dtype, *shape)
-    assert blas.SCIPY_F77 in blas.AVAILABLE_BACKENDS and blas.BACKEND in blas.AVAILABLE_BACKENDS
-    for backend in blas.AVAILABLE_BACKENDS:
-        monkeypatch.setattr(blas, "BACKEND", backend)
-        loss, grads = fastnn.loss_and_grads(params, x, y, kernel="fused")
+    assert gemm.SCIPY_F77 in gemm.AVAILABLE_BACKENDS and gemm.BACKEND in gemm.AVAILABLE_BACKENDS
+    for backend in gemm.AVAILABLE_BACKENDS:
+        variant = compiled_variant(**dict(module.SPEC, backend=backend))
+        loss, grads = variant.loss_and_grads(params, x, y)
         assert_close(loss, ref_loss, tol, f"loss, backend {backend}")
         for name, g, r in zip(fastnn.Params._fields, grads, ref_grads):
             assert_close(g, r, tol, f"d{name}, backend {backend}")
-        z2 = fastnn.predict(params, x, kernel="fused")
-        assert_close(z2, reference.predict(params_as(params, np.float64), x.astype(np.float64)),
-                     tol, f"z2, backend {backend}")
+        assert_close(variant.predict(params, x), ref_z2, tol, f"z2, backend {backend}")

@@ -7,7 +7,7 @@ import pytest
 import fastnn
 from fastnn import reference
 from fastnn.optim import Optimizer
-from conftest import UNIT_ROUNDOFF, VARIANTS, params_as
+from conftest import UNIT_ROUNDOFF, VARIANTS, WHOLE_LOOP, params_as
 
 OPTIMIZERS = [
     dict(optimizer="sgd"),
@@ -69,7 +69,7 @@ def test_same_seed_same_run(kernel):
     assert not np.array_equal(other.losses, runs[0].losses)
 
 
-@pytest.mark.parametrize("kernel", ["fused", "tiled"])
+@pytest.mark.parametrize("kernel", WHOLE_LOOP)
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
 @pytest.mark.parametrize("loss", ["squared", "softmax"])
 def test_whole_loop_and_python_loop_agree(kernel, opt, loss, dtype):
@@ -145,7 +145,7 @@ def test_divergence_can_raise_with_the_result():
     assert all(np.isfinite(p).all() for p in info.value.result.params)
 
 
-@pytest.mark.parametrize("kernel", ["fused", "naive", "tiled"])
+@pytest.mark.parametrize("kernel", WHOLE_LOOP)
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
 def test_resume_is_bitwise_equal_to_an_uninterrupted_run(kernel, opt, tmp_path):
     x, y = _data(m=45, loss="softmax")

@@ -12,6 +12,7 @@ import pytest
 
 import fastnn
 from fastnn.checkpoint import CheckpointError, load
+from conftest import BITWISE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,8 +28,8 @@ def _python(code, env=None, timeout=300):
 CONCURRENT = """
     import numpy as np, fastnn
     from concurrent.futures import ThreadPoolExecutor
-    from fastnn.kernels import variants
-    assert not variants.concurrent_calls_allowed()
+    from fastnn.kernels import variant
+    assert not variant.concurrent_calls_allowed()
     def problem(i):
         rng = np.random.default_rng(i)
         x = rng.standard_normal((40 + 3 * i, 150 + i)); y = rng.standard_normal((40 + 3 * i, 3))
@@ -37,9 +38,7 @@ CONCURRENT = """
         kernel, (x, y, p) = args
         p = p.copy()
         return [fastnn.sgd_step(p, x, y, 1e-3, kernel=kernel) for _ in range(3)], p
-    for kernel in ["naive", "tiled", "blas"]:
-        if kernel not in fastnn.kernels.available():
-            continue
+    for kernel in [v.name for v in fastnn.kernels.variants() if v.pool.startswith("numba")]:
         jobs = [(kernel, problem(i)) for i in range(8)]
         serial = [run(j) for j in jobs]
         with ThreadPoolExecutor(4) as pool:
@@ -62,7 +61,7 @@ DETERMINISM = """
     rng = np.random.default_rng(0)
     x = rng.standard_normal((301, 97)); labels = rng.integers(0, 7, 301)
     out = []
-    for kernel in ["naive", "tiled", "fused"]:
+    for kernel in [v.name for v in fastnn.kernels.variants() if v.bitwise] + ["fused"]:
         for opt in ["sgd", "adam"]:
             r = fastnn.train(x, labels, hidden=131, epochs=3, batch_size=64, lr=0.01,
                              loss="softmax", optimizer=opt, kernel=kernel, seed=5)
@@ -86,7 +85,7 @@ def test_bitwise_results_for_any_numba_num_threads():
         assert threads == n
         results[n] = dict(r.split(":") for r in runs)
     for key in results["1"]:
-        if key.startswith(("naive", "tiled")):
+        if key.split("/")[0] in BITWISE:
             assert results["1"][key] == results["2"][key], key
 
 
@@ -234,8 +233,7 @@ STEP_PEAK = """
     import resource, numpy as np, fastnn
     def peak():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    kernels = ["fused", "tiled", "naive", "blas"]
-    kernels = [k for k in kernels if k in fastnn.kernels.available()]
+    kernels = [v.name for v in fastnn.kernels.variants() if v.compiled is not None]
     small = fastnn.init_params(7, 5, 3, seed=0)
     for k in kernels:   # compile / load first, on a tiny problem
         fastnn.sgd_step(small, np.ones((4, 7)), np.ones((4, 3)), 1e-3, kernel=k)
@@ -254,9 +252,9 @@ STEP_PEAK = """
 
 def test_peak_memory_of_a_step_is_activations_and_gradients():
     """At the large shape (2048, 1024, 1024, 10) float64, a step and a loss_and_grads call of
-    every kernel raise the peak RSS by at most three (m, h) activation buffers plus twice the
-    params (the returned gradients, a scratch copy) and 16 MB of slack: nothing of the size of
-    x is copied, and the scratch buffers are shared between the kernels."""
+    every compiled kernel raise the peak RSS by at most three (m, h) activation buffers plus
+    twice the params (the returned gradients, a scratch copy) and 16 MB of slack: nothing of the
+    size of x is copied, and the scratch buffers are shared between the kernels."""
     res = _python(STEP_PEAK)
     assert res.returncode == 0, res.stderr[-3000:]
     before, after, mh, params = map(float, res.stdout.split())

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from conftest import VARIANTS, make_problem
+from conftest import BITWISE, VARIANTS, make_problem
 
 
 @pytest.fixture
@@ -24,18 +24,11 @@ def test_set_num_threads_limits_numba_and_blas(restore_threads):
     assert fastnn.get_num_threads() == numba.config.NUMBA_NUM_THREADS
 
 
-# Which variants promise bitwise-equal results for any thread count and any run.  naive, tiled:
-# partitions fixed by the shape, fixed summation order, no BLAS.  fused, blas: their sums are
-# BLAS's, and how BLAS orders them is its business (MKL changes them with the thread count and
-# with the arrays' alignment unless MKL_CBWR is set), so they promise agreement to rounding only.
-BITWISE = {"naive", "tiled"}
-
-
 @pytest.mark.parametrize("kernel", VARIANTS)
 def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
     x, y, params = make_problem(67, 257, 71, 5, np.float64)  # big enough to run threaded
     runs = []
-    for n in (1, fastnn._config.max_threads(), 1):
+    for n in (1, fastnn.threads.max_threads(), 1):
         fastnn.set_num_threads(n)
         p = params.copy()
         losses = [fastnn.sgd_step(p, x, y, 1e-3, kernel=kernel) for _ in range(3)]
@@ -54,16 +47,16 @@ def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
 def test_small_problems_run_on_one_thread(restore_threads):
     import numba
 
-    from fastnn.kernels import variants
+    from fastnn.kernels import variant
 
     fastnn.set_num_threads(2)
     seen = []
-    with variants.threads_for(4, 5, 6, 2):
+    with variant.threads_for(4, 5, 6, 2):
         seen.append(numba.get_num_threads())
-    with variants.threads_for(64, 1000, 100, 10):
+    with variant.threads_for(64, 1000, 100, 10):
         seen.append(numba.get_num_threads())
-    assert seen == [1, min(2, fastnn._config.max_threads())]
-    assert numba.get_num_threads() == min(2, fastnn._config.max_threads())
+    assert seen == [1, min(2, fastnn.threads.max_threads())]
+    assert numba.get_num_threads() == min(2, fastnn.threads.max_threads())
 
 
 @pytest.mark.parametrize("kernel", VARIANTS)
@@ -72,11 +65,11 @@ def test_calls_from_several_python_threads(kernel, restore_threads):
     buffers are per thread), and the BLAS thread count is as it was afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fastnn.kernels import blas
+    from fastnn.kernels.common import gemm as blas
 
     from conftest import assert_same_numbers
 
-    fastnn.set_num_threads(fastnn._config.max_threads())
+    fastnn.set_num_threads(fastnn.threads.max_threads())
     blas_threads = blas.threads.get() if blas.threads.available else None
     problems = [make_problem(40 + 3 * i, 150 + i, 60 + 5 * i, 3, np.float64, seed=i)
                 for i in range(8)]
@@ -98,14 +91,14 @@ def test_calls_from_several_python_threads(kernel, restore_threads):
         assert blas.threads.get() == blas_threads
 
 
-@pytest.mark.parametrize("kernel", ["fused", "tiled"])
+@pytest.mark.parametrize("kernel", VARIANTS)
 def test_train_threads_applies_during_the_run_only(kernel, restore_threads):
     """``train(threads=1)`` runs with one Numba thread and one thread in every BLAS pool (seen
     from inside the run), and puts the previous counts back afterwards."""
     import numba
     from threadpoolctl import threadpool_info
 
-    fastnn.set_num_threads(fastnn._config.max_threads())
+    fastnn.set_num_threads(fastnn.threads.max_threads())
     before = fastnn.get_num_threads()
     seen = []
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from conftest import VARIANTS, assert_close, assert_same_numbers, tolerance
+from conftest import VARIANTS, WHOLE_LOOP, assert_close, assert_same_numbers, tolerance
 
 SEED_SHAPE = (64, 1000, 100, 10)
 
@@ -79,8 +79,7 @@ def test_dtype_defaults_and_callback():
     assert run.seconds >= run.first_step_seconds > 0
 
 
-@pytest.mark.parametrize("kernel", [k for k in VARIANTS
-                                    if fastnn.kernels.get(k).train_loop is not None])
+@pytest.mark.parametrize("kernel", WHOLE_LOOP)
 def test_whole_loop_mode_equals_the_python_loop(kernel, dtype):
     rng = np.random.default_rng(7)
     x, y = rng.standard_normal((37, 23)).astype(dtype), rng.standard_normal((37, 4)).astype(dtype)
@@ -94,7 +93,9 @@ def test_whole_loop_mode_equals_the_python_loop(kernel, dtype):
         assert_same_numbers(p, q, kernel)
 
 
-def test_whole_loop_unavailable_is_a_clear_error():
-    with pytest.raises(ValueError, match="whole_loop.*reference"):
-        fastnn.train(np.ones((3, 2)), np.ones(3), hidden=2, iters=2, lr=0.1, kernel="reference",
+@pytest.mark.parametrize("kernel", [v.name for v in fastnn.kernels.variants(reference=True)
+                                    if not v.whole_loop])
+def test_whole_loop_unavailable_is_a_clear_error(kernel):
+    with pytest.raises(ValueError, match=f"whole_loop.*{kernel}"):
+        fastnn.train(np.ones((3, 2)), np.ones(3), hidden=2, iters=2, lr=0.1, kernel=kernel,
                      whole_loop=True)

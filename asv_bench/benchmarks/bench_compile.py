@@ -2,7 +2,14 @@
 (cold) and with the cache filled (warm).  asv times the code each method returns in a fresh
 interpreter, so these include Python start-up and `import fastnn`.  At the seed's shape, where
 `auto`'s first call also measures its ready candidates (cold: no remembered choice either)."""
-from .common import DTYPES, KERNELS
+import fastnn
+
+from .common import DTYPES
+
+# One per compiled step (an -openblas twin is its variant's code with another argument; numpy
+# compiles nothing), and auto.
+COMPILED = [v.name for v in fastnn.kernels.variants()
+            if v.compiled is not None and not v.name.endswith("-openblas")]
 
 _FIRST_STEP = """
 import numpy as np, fastnn
@@ -13,8 +20,7 @@ fastnn.sgd_step(p, x, y, 1e-3, kernel="{kernel}")
 
 
 class Compile:
-    # fused-openblas is fused's compiled code; numpy compiles nothing
-    params = [[k for k in KERNELS if k not in ("numpy", "fused-openblas")] + ["auto"], DTYPES]
+    params = [COMPILED + ["auto"], DTYPES]
     param_names = ["kernel", "dtype"]
     timeout = 300
     number = 1

@@ -1,5 +1,5 @@
 """Time each kernel variant (and the numpy baseline) per stage, for each shape and dtype."""
-import time
+from fastnn.profiling.timing import median_block
 
 from .common import DTYPES, KERNELS, SHAPE_NAMES, Stages
 
@@ -27,17 +27,8 @@ class Step:
         self.stages.step()
 
     def track_gflops(self, kernel, shape, dtype):
-        """Median of 7 timed blocks of steps."""
-        f = self.stages.step
-        times = []
-        for _ in range(7):
-            reps, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < 0.05:
-                f()
-                reps += 1
-            times.append((time.perf_counter() - t0) / reps)
-        times.sort()
-        return self.stages.flops("step") / times[len(times) // 2] / 1e9
+        """Median of 7 timed blocks of steps (``fastnn.profiling.timing``)."""
+        return self.stages.flops("step") / median_block(self.stages.step, 0.05) / 1e9
 
     track_gflops.unit = "GFLOP/s"
 

@@ -4,7 +4,7 @@ import numpy as np
 
 import fastnn
 
-from .common import DTYPES, KERNELS, LR, NumpyStep, problem
+from .common import DTYPES, KERNELS, LR, WHOLE_LOOP, NumpyStep, problem
 
 ITERS = 100
 
@@ -33,12 +33,12 @@ class Epoch:
     softmax loss, batches of 128, against the same epoch in numpy (careful, and as usually
     written).  ``optimizer`` adam runs the compiled loop with the fused Adam update."""
 
-    params = [["numpy", "numpy-plain", "fused", "tiled"], ["sgd", "adam"]]
+    params = [["numpy", "numpy-plain"] + WHOLE_LOOP, ["sgd", "adam"]]
     param_names = ["kernel", "optimizer"]
     timeout = 300
 
     def setup(self, kernel, optimizer):
-        from fastnn.bench_training import EPOCH_SHAPE, NumpyEpoch, PlainNumpyEpoch
+        from fastnn.profiling.train_bench import EPOCH_SHAPE, NumpyEpoch, PlainNumpyEpoch
 
         if kernel.startswith("numpy") and optimizer != "sgd":
             raise NotImplementedError  # the numpy baselines are plain SGD

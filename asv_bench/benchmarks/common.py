@@ -1,24 +1,21 @@
-"""Shared set-up for the fastnn benchmarks: shapes, data built once from a fixed seed."""
-import numpy as np
-
+"""Shared set-up for the fastnn benchmarks: shapes and data from fastnn's own problem generator,
+the kernel list from its registry, timing from its profiling code."""
 import fastnn
-from fastnn.bench import SHAPES, NumpyStep, stage_flops
+from fastnn.profiling.problems import SHAPES, problem as _problem, stage_flops
+from fastnn.profiling.step_bench import NumpyStep
 
 SHAPE_NAMES = ["seed", "mnist", "large"]
 DTYPES = ["float64", "float32"]
-# The concrete variants (auto delegates to one of them).  "numpy" is timed as the bare baseline
+# The concrete variants ("auto" resolves to one of them).  "numpy" is timed as the bare baseline
 # object (NumpyStep: the same code as the numpy variant, without the API's argument checks).
-KERNELS = [k for k in fastnn.kernels.available() if k not in ("reference", "auto")]
+KERNELS = fastnn.kernels.names()
+# The variants with compiled training loops (the ones an epoch benchmark compares).
+WHOLE_LOOP = [v.name for v in fastnn.kernels.variants() if v.whole_loop]
 LR = 1e-5
 
 
 def problem(shape_name, dtype):
-    m, n, h, k = SHAPES[shape_name]
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((m, n)).astype(dtype)
-    y = rng.standard_normal((m, k)).astype(dtype)
-    params = fastnn.init_params(n, h, k, init="he", dtype=dtype, seed=0)
-    return x, y, params
+    return _problem(SHAPES[shape_name], dtype)
 
 
 class Stages:

@@ -1,9 +1,9 @@
-"""The `blas` variant: hidden units split into chunks over Numba's threads, single-threaded BLAS
-inside each chunk.
+"""Rung 6, `chunked` (formerly `blas`): hidden units split into chunks over Numba's threads,
+single-threaded BLAS inside each chunk.
 
 `fused` lets OpenBLAS thread each gemm.  Here the threads are Numba's and every chunk of hidden
 units ``[h0, h1)`` is one thread's whole job, BLAS calls included; BLAS itself is set to one thread
-for the step (``variants.py`` does that), so only one pool is ever awake and nothing spins against
+for the step (``variant.one_blas_thread``), so only one pool is ever awake and nothing spins against
 it.  Chunk ``t`` owns columns ``h0:h1`` of ``w1``, ``b1``, ``a1``, ``dz1`` and rows ``h0:h1`` of
 ``w2``, so the parallel loops write disjoint memory.
 
@@ -21,13 +21,17 @@ cross-chunk sum (``z2``) is taken in chunk order, so results are the same for an
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
-from .blas import NO_TRANS, TRANS, gemm
-from .losses import row_loss_grad
-from .rowpass import apply_small_updates, minibatch, transpose
+from .common.gemm import NO_TRANS, TRANS, gemm, threads
+from .common.loops import optim_loop, sgd_loop
+from .common.losses import row_loss_grad
+from .common.rowpass import apply_small_updates, transpose
+from .jit import JIT_OPTIONS, PARALLEL_OPTIONS
+from .variant import compiled_variant, scratch, sizes
 
 # Hidden units per chunk, at least.  Narrower chunks starve the gemm micro-kernel (its tile is
 # 8-16 columns wide and wants several of them); at most MAX_CHUNKS chunks.
@@ -128,63 +132,101 @@ def backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, dw1, lr, update, h0
         gemm(backend, TRANS, NO_TRANS, 1.0, x, dz1[:, h0:h1], 0.0, dw1[:, h0:h1])
 
 
+class ChunkedWork(NamedTuple):
+    """The BLAS library (``gemm.BACKEND``), the number of chunks (``n_chunks(h)``) and the
+    step's scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``zparts (n_parts, m, k)``,
+    ``dz2 (m, k)``, at least ``m`` rows."""
+
+    backend: int
+    n_parts: int
+    a1: np.ndarray
+    dz1: np.ndarray
+    w2t: np.ndarray
+    dw2t: np.ndarray
+    zparts: np.ndarray
+    dz2: np.ndarray
+
+
+def work(params, m, backend, full=True) -> ChunkedWork:
+    """Scratch for a step on ``m`` rows (``full`` false: for ``predict``)."""
+    _, _, h, k, dt = sizes(params, m)
+    parts = n_chunks(h)
+    a1 = scratch("a1", (m, h), dt)
+    w2t = scratch("w2t", (k, h), dt)
+    zparts = scratch("zparts", (parts, m, k), dt)
+    if not full:
+        none = np.empty((0, h), dt)
+        return ChunkedWork(backend, parts, a1, none, w2t, none, zparts, np.empty((0, k), dt))
+    return ChunkedWork(backend, parts, a1, scratch("dz1", (m, h), dt), w2t,
+                       scratch("dw2t", (k, h), dt), zparts, scratch("dz2", (m, k), dt))
+
+
 @njit(**PARALLEL_OPTIONS)
-def step(backend, n_parts, x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db2,
-         a1, dz1, w2t, dw2t, zparts, dz2):
+def step(x, y, p, g, w, lr, update, loss_kind):
     """Loss, gradients and (with ``update``) the SGD step, chunked over hidden units.  Returns L.
 
-    Arguments as ``fused.step``, plus ``n_parts`` (``n_chunks(h)``) and scratch
-    ``zparts (n_parts, m, k)``, ``dz2 (m, k)``.  With ``update`` the params are updated in place
-    (unless the loss is not finite) and ``dw1`` is not used (pass ``w1``); otherwise the gradients
-    go to ``dw1 .. db2``.
+    Arguments as ``fused.step``, with ``w`` a ``ChunkedWork``.  With ``update`` the params are
+    updated in place (unless the loss is not finite) and ``g.w1`` is not used; otherwise the
+    gradients go to ``g``.
     """
-    h = w1.shape[1]
-    transpose(w2, w2t)
-    for t in prange(n_parts):
-        h0, h1 = _chunk_bounds(t, n_parts, h)
-        forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)
-    loss = output_loss_grad(zparts, b2, y, dz2, db2, loss_kind)
+    m = x.shape[0]
+    h = p.w1.shape[1]
+    a1, dz1, dz2 = w.a1[:m], w.dz1[:m], w.dz2[:m]
+    transpose(p.w2, w.w2t)
+    for t in prange(w.n_parts):
+        h0, h1 = _chunk_bounds(t, w.n_parts, h)
+        forward_chunk(w.backend, x, p.w1, p.b1, w.w2t, a1, w.zparts[t], h0, h1)
+    loss = output_loss_grad(w.zparts, p.b2, y, dz2, g.b2, loss_kind)
     if update and not np.isfinite(loss):
         return loss
-    target = w1 if update else dw1
-    for t in prange(n_parts):
-        h0, h1 = _chunk_bounds(t, n_parts, h)
-        backward_chunk(backend, x, dz2, w2t, a1, dz1, db1, dw2t, target, lr, update, h0, h1)
+    target = p.w1 if update else g.w1
+    for t in prange(w.n_parts):
+        h0, h1 = _chunk_bounds(t, w.n_parts, h)
+        backward_chunk(w.backend, x, dz2, w.w2t, a1, dz1, g.b1, w.dw2t, target, lr, update, h0,
+                       h1)
     if update:
-        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
+        apply_small_updates(p.w2, p.b1, p.b2, w.dw2t, g.b1, g.b2, lr)
     else:
-        transpose(dw2t, dw2)
+        transpose(w.dw2t, g.w2)
     return loss
 
 
 @njit(**PARALLEL_OPTIONS)
-def predict(backend, n_parts, x, w1, b1, w2, b2, a1, w2t, zparts, z2):
+def predict(x, p, w, z2):
     """``z2 = relu(x @ w1 + b1) @ w2 + b2``, chunked like ``step``."""
-    h = w1.shape[1]
+    h = p.w1.shape[1]
     m, k = z2.shape
-    transpose(w2, w2t)
-    for t in prange(n_parts):
-        h0, h1 = _chunk_bounds(t, n_parts, h)
-        forward_chunk(backend, x, w1, b1, w2t, a1, zparts[t], h0, h1)
+    a1 = w.a1[:m]
+    transpose(p.w2, w.w2t)
+    for t in prange(w.n_parts):
+        h0, h1 = _chunk_bounds(t, w.n_parts, h)
+        forward_chunk(w.backend, x, p.w1, p.b1, w.w2t, a1, w.zparts[t], h0, h1)
     for i in range(m):
         for c in range(k):
-            z = b2[c]
-            for t in range(n_parts):
-                z += zparts[t, i, c]
+            z = p.b2[c]
+            for t in range(w.n_parts):
+                z += w.zparts[t, i, c]
             z2[i, c] = z
 
 
 @njit(**JIT_OPTIONS)
-def train_loop(backend, n_parts, x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1,
-               dw2, db2, a1, dz1, w2t, dw2t, zparts, dz2, order, xb, yb):
-    """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
-    ``fused.train_loop``; other arguments as ``step`` with ``update``."""
-    for t in range(losses.shape[0]):
-        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
-        r = xv.shape[0]
-        losses[t] = step(backend, n_parts, xv, yv, w1, b1, w2, b2, lr, np.bool_(True),
-                         loss_kind, w1, db1, dw2, db2, a1[:r], dz1[:r], w2t, dw2t,
-                         zparts, dz2[:r])
-        if not np.isfinite(losses[t]):
-            return t + 1
-    return losses.shape[0]
+def train_loop(x, y, p, g, w, lr, loss_kind, b, losses):
+    """Up to ``len(losses)`` SGD steps in one compiled call (``common/loops.py``)."""
+    return sgd_loop(step, x, y, p, g, w, lr, loss_kind, b, losses)
+
+
+@njit(**JIT_OPTIONS)
+def train_loop_optim(x, y, p, g, w, o, loss_kind, b, losses):
+    """Up to ``len(losses)`` steps of the optimiser ``o`` in one compiled call."""
+    return optim_loop(step, x, y, p, g, w, o, loss_kind, b, losses)
+
+
+SPEC = dict(
+    name="chunked", step=step, predict=predict, work=work, train_loop=train_loop,
+    train_loop_optim=train_loop_optim, pool="numba+blas", blas_update=("w1",), candidate=True,
+    description="hidden units in chunks over Numba's threads, single-threaded BLAS gemm inside "
+                "each chunk (bias via beta=1, update via alpha=-lr), ReLU/loss/masks fused in "
+                "loops")
+# Only where the BLAS library's thread count can be set (variant.one_blas_thread): otherwise its
+# own threads would run inside each of Numba's.
+VARIANTS = [compiled_variant(**SPEC)] if threads.available else []

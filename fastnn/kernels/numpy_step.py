@@ -1,4 +1,4 @@
-"""The careful numpy step: the ``numpy`` variant, and the baseline of every speed figure.
+"""Rung 1, `numpy`: the careful numpy step, and the baseline of every speed figure.
 
 Not a compiled kernel: the same math as ``fastnn.reference`` written the way a careful numpy user
 writes it (the method of ``shared/bench/numpy_step.py``): ``np.matmul(..., out=)`` into buffers
@@ -31,7 +31,8 @@ import numpy as np
 
 from .. import reference
 from ..params import Params
-from .losses import NAME_OF, SQUARED
+from .common.losses import NAME_OF, SQUARED
+from .variant import Variant
 
 
 class Workspace:
@@ -139,3 +140,10 @@ def numpy_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads_out=None
 def numpy_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
     with np.errstate(**_QUIET):
         return step(_work(params, x), params, x, y, lr, loss_kind)
+
+
+VARIANTS = [Variant(
+    "numpy", "the careful numpy step (kernels/numpy_step.py): numpy's BLAS for all four matmuls, "
+    "preallocated buffers, in-place updates; the speed baseline, and what auto falls back to "
+    "where no compiled variant beats it",
+    numpy_predict, numpy_loss_and_grads, numpy_sgd_step, pool="numpy", candidate=True)]

@@ -1,5 +1,5 @@
-"""The `tiled` variant's matmul: Numba-native (no BLAS), register-blocked, with the bias, the ReLU
-and the SGD update fused into the tile's prologue and epilogue.
+"""Rung 3, `tiled`: Numba-native matmuls (no BLAS), register-blocked, with the bias, the ReLU
+and the SGD update fused into the tile's prologue and epilogue; ``rowpass`` in between.
 
 ``C = epilogue(A @ B)`` with ``A (M, K)`` of any layout, ``B (K, N)`` with contiguous rows and
 ``C (M, N)`` with contiguous rows.  The forward pass is ``a1 = relu(x @ w1 + b1)``; the weight
@@ -31,14 +31,17 @@ does with ``beta = 1``.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_OPTIONS, PARALLEL_OPTIONS
-from .optim import record_and_update
-from .rowpass import apply_small_updates, minibatch, output_layer, row_pass, transpose
-from .simd import (VECTOR_BYTES, vfma, vload, vload2, vload2_part, vload_part, vrelu, vsplat,
-                   vsplat_as, vstore2, vstore2_part, vzero)
+from .common.loops import optim_loop, sgd_loop
+from .common.rowpass import ROWS, apply_small_updates, output_layer, row_pass, transpose
+from .common.simd import (VECTOR_BYTES, lanes, vfma, vload, vload2, vload2_part, vload_part,
+                          vrelu, vsplat, vsplat_as, vstore2, vstore2_part, vzero)
+from .jit import JIT_OPTIONS, PARALLEL_OPTIONS
+from .variant import compiled_variant, scratch, sizes
 
 MR = 4  # rows of C per micro-tile
 L2_BYTES = 512 * 1024  # what we count on one core's L2 holding for us (it has 1-2 MB)
@@ -200,66 +203,85 @@ def matmul(A, B, C, bias, alpha, mode, Ap, Bp):
                   min(wide, N - j0), first, last)
 
 
+class TiledWork(NamedTuple):
+    """The step's scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``d (rowpass.ROWS, k)`` as
+    in `fused`, and ``apack``, ``bpack``, the packing buffers of ``matmul``, large enough for
+    both matmuls of a step (``x @ w1``: M=m, K=n; ``x.T @ dz1``: M=n, K=m; N=h for both)."""
+
+    a1: np.ndarray
+    dz1: np.ndarray
+    w2t: np.ndarray
+    dw2t: np.ndarray
+    d: np.ndarray
+    apack: np.ndarray
+    bpack: np.ndarray
+
+
+def work(params, m, backend, full=True) -> TiledWork:
+    """Scratch for a step on ``m`` rows (``full`` false: for ``predict``).  ``backend`` is
+    unused: no BLAS here."""
+    _, n, h, k, dt = sizes(params, m)
+    fwd = packed_sizes(m, n, h, dt.itemsize)
+    upd = packed_sizes(n, m, h, dt.itemsize) if full else fwd
+    apack = scratch("apack", (max(fwd[0], upd[0]), MR), dt)
+    bpack = scratch("bpack", (max(fwd[1], upd[1]), 2 * lanes(dt)), dt)
+    if not full:
+        none = np.empty((0, h), dt)
+        return TiledWork(scratch("a1", (m, h), dt), none, scratch("w2t", (k, h), dt), none,
+                         np.empty((0, k), dt), apack, bpack)
+    return TiledWork(scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt),
+                     scratch("w2t", (k, h), dt), scratch("dw2t", (k, h), dt),
+                     scratch("d", (ROWS, k), dt), apack, bpack)
+
+
 @njit(**JIT_OPTIONS)
-def step(x, y, w1, b1, w2, b2, lr, update, loss_kind, dw1, db1, dw2, db2, a1, dz1, w2t, dw2t, d,
-         apack, bpack):
+def predict(x, p, w, z2):
+    """``z2 = relu(x @ w1 + b1) @ w2 + b2``; ``w`` a ``TiledWork``."""
+    a1 = w.a1[:x.shape[0]]
+    matmul(x, p.w1, a1, p.b1, 0.0, BIAS_RELU, w.apack, w.bpack)
+    transpose(p.w2, w.w2t)
+    output_layer(a1, w.w2t, p.b2, z2)
+
+
+@njit(**JIT_OPTIONS)
+def step(x, y, p, g, w, lr, update, loss_kind):
     """The `tiled` variant's loss, gradients and (with ``update``) SGD step; returns ``L``.
 
-    Arguments as ``fused.step`` (without ``backend``), plus ``apack``, ``bpack``, the packing
-    buffers of ``matmul``, large enough for both matmuls (``packed_sizes``): ``matmul`` in place
-    of BLAS, with the bias (and the ReLU, idempotent for the row pass) fused into the first and
-    the SGD update into the second; the same serial ``rowpass.row_pass`` in between.  No BLAS
-    anywhere.  A non-finite loss skips the update, as in ``fused.step``.
+    Arguments as ``fused.step``, with ``w`` a ``TiledWork``: ``matmul`` in place of BLAS, with
+    the bias (and the ReLU, idempotent for the row pass) fused into the first and the SGD update
+    into the second; the same serial ``rowpass.row_pass`` in between.  No BLAS anywhere.  A
+    non-finite loss skips the update, as in ``fused.step``.
     """
     m = x.shape[0]
-    matmul(x, w1, a1, b1, 0.0, BIAS_RELU, apack, bpack)
-    transpose(w2, w2t)
-    loss = row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind) / m
+    a1, dz1 = w.a1[:m], w.dz1[:m]
+    matmul(x, p.w1, a1, p.b1, 0.0, BIAS_RELU, w.apack, w.bpack)
+    transpose(p.w2, w.w2t)
+    loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind) / m
     if not update:
-        matmul(x.T, dz1, dw1, b1, 1.0, STORE, apack, bpack)
-        transpose(dw2t, dw2)
+        matmul(x.T, dz1, g.w1, p.b1, 1.0, STORE, w.apack, w.bpack)
+        transpose(w.dw2t, g.w2)
     elif np.isfinite(loss):
-        matmul(x.T, dz1, w1, b1, -lr, ACCUMULATE, apack, bpack)
-        apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr)
+        matmul(x.T, dz1, p.w1, p.b1, -lr, ACCUMULATE, w.apack, w.bpack)
+        apply_small_updates(p.w2, p.b1, p.b2, w.dw2t, g.b1, g.b2, lr)
     return loss
 
 
 @njit(**JIT_OPTIONS)
-def train_loop(x, y, w1, b1, w2, b2, lr, loss_kind, batch, start, losses, db1, dw2, db2, a1, dz1,
-               w2t, dw2t, d, apack, bpack, order, xb, yb):
-    """Up to ``len(losses)`` SGD steps in one compiled call; batches and the return value as
-    ``fused.train_loop``."""
-    for t in range(losses.shape[0]):
-        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
-        r = xv.shape[0]
-        losses[t] = step(xv, yv, w1, b1, w2, b2, lr, np.bool_(True), loss_kind, w1, db1, dw2, db2,
-                         a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
-        if not np.isfinite(losses[t]):
-            return t + 1
-    return losses.shape[0]
+def train_loop(x, y, p, g, w, lr, loss_kind, b, losses):
+    """Up to ``len(losses)`` SGD steps in one compiled call (``common/loops.py``)."""
+    return sgd_loop(step, x, y, p, g, w, lr, loss_kind, b, losses)
 
 
 @njit(**JIT_OPTIONS)
-def predict(x, w1, b1, w2, b2, a1, w2t, z2, apack, bpack):
-    """``z2 = relu(x @ w1 + b1) @ w2 + b2``."""
-    matmul(x, w1, a1, b1, 0.0, BIAS_RELU, apack, bpack)
-    transpose(w2, w2t)
-    output_layer(a1, w2t, b2, z2)
+def train_loop_optim(x, y, p, g, w, o, loss_kind, b, losses):
+    """Up to ``len(losses)`` steps of the optimiser ``o`` in one compiled call."""
+    return optim_loop(step, x, y, p, g, w, o, loss_kind, b, losses)
 
 
-@njit(**JIT_OPTIONS)
-def train_loop_optim(x, y, w1, b1, w2, b2, loss_kind, batch, start, losses, dw1, db1, dw2, db2,
-                     a1, dz1, w2t, dw2t, d, apack, bpack, kind, s1, s2, hyper, nesterov, t0,
-                     order, xb, yb):
-    """``fused.train_loop_optim`` with this variant's matmuls: per step the gradients (``step``
-    without update), then ``optim.update_all``.  Returns the number of steps taken."""
-    zero = hyper[6]  # run-time lr and update flag: see fused.train_loop
-    for t in range(losses.shape[0]):
-        xv, yv = minibatch(x, y, order, start + t, batch, xb, yb)
-        r = xv.shape[0]
-        loss = step(xv, yv, w1, b1, w2, b2, zero, np.bool_(False), loss_kind, dw1, db1, dw2, db2,
-                    a1[:r], dz1[:r], w2t, dw2t, d, apack, bpack)
-        if not record_and_update(losses, t, loss, kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1,
-                                 s2, hyper, nesterov, t0 + t + 1):
-            return t + 1
-    return losses.shape[0]
+SPEC = dict(
+    name="tiled", step=step, predict=predict, work=work, train_loop=train_loop,
+    train_loop_optim=train_loop_optim, pool="numba", bitwise=True, candidate=True,
+    description="Numba-native, no BLAS: register-blocked SIMD matmuls (4 x 2-vector tiles of "
+                "packed FMAs) with the bias and the SGD update in the tile prologue/epilogue, "
+                "and the fused variant's row pass in between")
+VARIANTS = [compiled_variant(**SPEC)]

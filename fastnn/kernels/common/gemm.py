@@ -32,7 +32,7 @@ import scipy.linalg.cython_blas  # noqa: F401  (loads the library whose symbols 
 from numba import njit, types
 from numba.extending import get_cython_function_address
 
-from .._config import JIT_OPTIONS
+from ..jit import JIT_OPTIONS
 
 NUMPY_CBLAS = 0
 SCIPY_F77 = 1

@@ -1,5 +1,5 @@
 """``fastnn bench-train``: whole training runs against the same loop in numpy and against
-scikit-learn's MLPClassifier, paired as in ``fastnn.bench``.
+scikit-learn's MLPClassifier, paired as in ``fastnn bench`` (``timing.paired_ratio``).
 
 Two comparisons (the targets of the training issue):
 
@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from .bench import SETTLE, blas_peak, paired_ratio, step_flops
+from ..kernels.variant import step_flops
+from .timing import SETTLE, blas_peak, paired_ratio
 
 EPOCH_SHAPE = (8192, 784, 512, 10)
 
@@ -214,15 +215,14 @@ def main(args) -> int:
     import json
 
     import fastnn
-    from .bench import parse_shape
-    from .params import as_float_dtype
+    from ..params import as_float_dtype
+    from .problems import parse_shape
 
     try:
         _, shape = parse_shape(args.shape)
         dtype = as_float_dtype(args.dtype)
         kernels = args.kernels.split(",")
-        for k in kernels:
-            fastnn.kernels.get(k)
+        kernels = [fastnn.kernels.check_name(k) for k in kernels]
         which = args.benches.split(",")
         for w in which:
             if w not in ("epoch", "digits"):

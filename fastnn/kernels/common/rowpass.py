@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .._config import JIT_OPTIONS
+from ..jit import JIT_OPTIONS
 from .losses import row_loss_grad
 from .simd import (VECTOR_BYTES, vadd, vfma, vkeep_where_positive, vload2_part, vrelu, vsplat,
                    vstore2_part, vsum, vzero)
@@ -177,28 +177,3 @@ def output_layer(a1, w2t, b2, z2):
                 z += a[j] * w2t[c, j]
             z2[i, c] = z
 
-
-
-@njit(**JIT_OPTIONS, inline="always")
-def minibatch(x, y, order, block, batch, xb, yb):
-    """The rows of minibatch ``block`` of an epoch (wrapped: blocks ``b`` and ``b + n_blocks``
-    are the same), positions ``[s, e)`` with ``s = (block % n_blocks) * batch`` and
-    ``e = min(s + batch, m)``, so the last block may be partial.  Those rows are ``x[s:e]``,
-    ``y[s:e]`` (views) when ``order`` is empty, else rows ``order[s:e]`` of ``x`` and ``y``
-    gathered into ``xb``, ``yb`` (a shuffled epoch).  Gathering a batch right before its step
-    leaves it in cache for the first matmul, and needs no second copy of the whole data set.
-    ``kernels.batch_rows`` is the same in Python."""
-    m = x.shape[0]
-    s = (block % ((m + batch - 1) // batch)) * batch
-    e = min(s + batch, m)
-    if order.shape[0] == 0:
-        return x[s:e], y[s:e]
-    n = x.shape[1]
-    k = y.shape[1]
-    for t in range(e - s):
-        src = order[s + t]
-        for j in range(n):
-            xb[t, j] = x[src, j]
-        for c in range(k):
-            yb[t, c] = y[src, c]
-    return xb[:e - s], yb[:e - s]

@@ -15,18 +15,38 @@ its optimisers serve as an outside oracle.  As numpy this is 4-8 passes over mem
 temporaries; here it is one, and it also returns ``sum(p**2)`` (before the update) for the L2
 term of the loss, so that costs no extra pass either.
 
-Arrays are 1-D views (the caller flattens each C-contiguous param), so the kernel is compiled
+``update`` takes 1-D views (``update_all`` flattens each C-contiguous param), so it is compiled
 once per dtype.  Serial: the update is memory-bound and small next to the step's matmuls.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS
+from ..jit import JIT_OPTIONS
 
 SGD = 0
 ADAM = 1
+
+
+class OptimState(NamedTuple):
+    """An optimiser as the compiled code takes it (``fastnn.optim.Optimizer.kernel_state``).
+
+    ``kind``: ``SGD`` or ``ADAM``.  ``s1``, ``s2``: flat state buffers (momentum, or Adam's two
+    moments) holding the four params' entries back to back, empty when unused.  ``hyper``:
+    ``[lr, alpha, momentum, beta1, beta2, eps, 0]`` in the params' dtype (so every caller, Python
+    or compiled, passes the same scalar types and gets the same bits).  ``nesterov``.  ``t``:
+    the steps taken before.
+    """
+
+    kind: int
+    s1: np.ndarray
+    s2: np.ndarray
+    hyper: np.ndarray
+    nesterov: bool
+    t: int
 
 
 @njit(**JIT_OPTIONS)
@@ -64,29 +84,29 @@ def update(kind, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, t):
 
 
 @njit(**JIT_OPTIONS)
-def update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper, nesterov, t):
-    """``update`` for all four params; returns the L2 term ``(alpha/2) * (sum(w1**2) +
-    sum(w2**2))`` before the update.  ``s1``, ``s2``: flat state buffers holding the four
-    params' entries back to back (empty when the optimiser has no such state); ``hyper``:
-    ``[lr, alpha, momentum, beta1, beta2, eps, 0]`` in the params' dtype (biases get alpha = 0:
-    they are not decayed)."""
+def update_all(p, g, o, t):
+    """``update`` for all four params ``p`` from the gradients ``g`` (both ``Params``), with
+    the optimiser ``o`` (an ``OptimState``) at step number ``t``; returns the L2 term
+    ``(alpha/2) * (sum(w1**2) + sum(w2**2))`` before the update.  Biases get alpha = 0: they
+    are not decayed."""
+    hyper = o.hyper
     lr, alpha, mu, beta1, beta2, eps, zero = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4],
                                               hyper[5], hyper[6])
     sq = 0.0
     start = 0
     for i in range(4):
         if i == 0:
-            p, g, decay = w1.reshape(w1.size), dw1.reshape(dw1.size), alpha
+            w, dw, decay = p.w1.reshape(p.w1.size), g.w1.reshape(g.w1.size), alpha
         elif i == 1:
-            p, g, decay = b1, db1, zero
+            w, dw, decay = p.b1, g.b1, zero
         elif i == 2:
-            p, g, decay = w2.reshape(w2.size), dw2.reshape(dw2.size), alpha
+            w, dw, decay = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), alpha
         else:
-            p, g, decay = b2, db2, zero
-        end = start + p.shape[0]
-        a = s1[start:end] if s1.shape[0] else s1
-        b = s2[start:end] if s2.shape[0] else s2
-        part = update(kind, p, g, a, b, lr, decay, mu, nesterov, beta1, beta2, eps, t)
+            w, dw, decay = p.b2, g.b2, zero
+        end = start + w.shape[0]
+        a = o.s1[start:end] if o.s1.shape[0] else o.s1
+        b = o.s2[start:end] if o.s2.shape[0] else o.s2
+        part = update(o.kind, w, dw, a, b, lr, decay, mu, o.nesterov, beta1, beta2, eps, t)
         if i == 0 or i == 2:
             sq += part
         start = end
@@ -94,15 +114,13 @@ def update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper, nesterov
 
 
 @njit(**JIT_OPTIONS)
-def record_and_update(losses, t, loss, kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
-                      nesterov, count):
-    """The end of step ``t`` of a compiled optimiser loop, given its loss and gradients: a loss
-    that is not finite is recorded and no update made (returns False: the loop stops there);
-    otherwise ``update_all`` (step number ``count``) and ``losses[t] = loss + the L2 term``
-    (returns True)."""
+def record_and_update(losses, t, loss, p, g, o):
+    """The end of step ``t`` of a compiled optimiser loop, given its loss and gradients ``g``: a
+    loss that is not finite is recorded and no update made (returns False: the loop stops there);
+    otherwise ``update_all`` (step number ``o.t + t + 1``) and ``losses[t] = loss + the L2
+    term`` (returns True)."""
     if not np.isfinite(loss):
         losses[t] = loss
         return False
-    losses[t] = loss + update_all(kind, w1, b1, w2, b2, dw1, db1, dw2, db2, s1, s2, hyper,
-                                  nesterov, count)
+    losses[t] = loss + update_all(p, g, o, o.t + t + 1)
     return True

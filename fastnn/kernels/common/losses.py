@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS
+from ..jit import JIT_OPTIONS
 
 SQUARED = 0
 SOFTMAX = 1

@@ -1,16 +1,8 @@
 """``fastnn bench``: time kernel variants against a careful numpy step, in one interleaved run.
 
-The machine this runs on may be shared and noisy, so every figure that compares two things is a
-*paired* ratio: the two callables alternate in short rounds and we take the median of the per-round
-ratios (``paired_ratio``).  A slow phase of the machine then hits both sides alike.
-
-Flop counts (multiply-add = 2 flops), for one SGD step at shape (m, n, h, k)::
-
-    forward   2mnh (x @ w1) + 2mhk (a1 @ w2)
-    backward  2mhk (dw2) + 2mhk (da1) + 2mnh (dw1)
-    step      4mnh + 6mhk
-
-The BLAS peak is measured on the spot: a large square numpy matmul in the benchmark's dtype.
+Every figure is a paired ratio against ``NumpyStep`` (``timing.paired_ratio``); GFLOP/s count the
+flops of ``problems.stage_flops``; the BLAS peak is measured on the spot, a large square numpy
+matmul in the benchmark's dtype.
 """
 from __future__ import annotations
 
@@ -19,35 +11,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-from .kernels import numpy_step
-from .kernels.variants import step_flops
-from .params import Params
-
-SHAPES = {
-    "seed": (64, 1000, 100, 10),
-    "mnist": (128, 784, 512, 10),
-    "medium": (256, 1024, 256, 10),
-    "large": (2048, 1024, 1024, 10),
-}
+from ..kernels import numpy_step
+from ..kernels.variant import step_flops
+from ..params import Params
+from .problems import SHAPES, STAGES, parse_shape, problem, stage_flops  # noqa: F401
+from .timing import SETTLE, blas_peak, paired_ratio
 
 
-def parse_shape(text: str) -> tuple[str, tuple[int, int, int, int]]:
-    """A preset name or ``MxNxHxK``."""
-    if text in SHAPES:
-        return text, SHAPES[text]
-    parts = text.lower().split("x")
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or min(dims) < 1:
-        raise ValueError(f"shape: expected one of {', '.join(SHAPES)} or MxNxHxK with positive "
-                         f"sizes, got {text!r}")
-    return text, dims
+TRAIN_ITERS = 100  # iterations of the ``train`` stage's run
 
 
 class NumpyStep:
@@ -77,92 +51,6 @@ class NumpyStep:
 
     def step(self):
         return numpy_step.step(self.work, self.params, self.x, self.y, self.lr)
-
-
-def _per_call(f, budget):
-    """Seconds per call of ``f``, timing enough calls to fill ``budget`` seconds."""
-    reps = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            f()
-        t = time.perf_counter() - t0
-        if t >= budget:
-            return t / reps
-        reps *= 2
-
-
-# Seconds of idle before each timed block.  OpenBLAS's worker threads busy-wait for up to 2**28
-# cycles (~0.1 s) after a call, and OpenMP's for a while after a parallel region; a kernel timed
-# right after the other side would share the cores with those spinning threads, a cost neither
-# pays in a training loop, where one kernel runs alone.  Idling first lets both pools go to sleep.
-SETTLE = 0.15
-
-
-def paired_ratio(ours, base, rounds=21, budget=0.02, settle=SETTLE):
-    """Alternate the two callables in short rounds.
-
-    Returns ``(median of per-round ratios base/ours, per-call seconds of ours per round, of base per
-    round)``.  The order within a round alternates too, so neither side always runs second.
-    ``settle`` seconds of idle precede each side's block (see ``SETTLE``); 0 turns that off.
-    """
-    def timed(f):
-        if settle:
-            time.sleep(settle)
-        return _per_call(f, budget)
-
-    ta, tb, ratios = [], [], []
-    for i in range(rounds):
-        if i % 2:
-            b = timed(base)
-            a = timed(ours)
-        else:
-            a = timed(ours)
-            b = timed(base)
-        ta.append(a)
-        tb.append(b)
-        ratios.append(b / a)
-    return float(np.median(ratios)), ta, tb
-
-
-def blas_peak(dtype, size=2048, reps=5) -> float:
-    """GFLOP/s of a ``size``-square numpy matmul (the best of ``reps``): the machine's practical
-    ceiling for this dtype and the current BLAS thread count."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size)).astype(dtype)
-    b = rng.standard_normal((size, size)).astype(dtype)
-    c = np.empty_like(a)
-    np.matmul(a, b, out=c)
-    best = min(_timed(lambda: np.matmul(a, b, out=c)) for _ in range(reps))
-    return 2 * size**3 / best / 1e9
-
-
-def _timed(f):
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
-
-
-def problem(shape, dtype, seed=0):
-    import fastnn
-
-    m, n, h, k = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((m, n)).astype(dtype)
-    y = rng.standard_normal((m, k)).astype(dtype)
-    params = fastnn.init_params(n, h, k, init="he", dtype=dtype, seed=seed)
-    return x, y, params
-
-
-STAGES = ("forward", "backward", "step", "train")
-TRAIN_ITERS = 100
-
-
-def stage_flops(stage, m, n, h, k) -> int:
-    """Flops of one call (``train``: of one of its iterations)."""
-    if stage == "forward":
-        return 2 * m * n * h + 2 * m * h * k
-    return step_flops(m, n, h, k)
 
 
 def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02, lr=1e-5,
@@ -211,7 +99,7 @@ class TorchStep:
     def __init__(self, x, y, params, lr):
         import torch
 
-        from ._config import get_num_threads
+        from ..threads import get_num_threads
 
         torch.set_num_threads(get_num_threads())
         t = torch.from_numpy
@@ -351,11 +239,11 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
         settle=SETTLE, compile=False, vs=(), out=print):
     """Benchmark every (shape, dtype) for every kernel; returns the JSON-ready report."""
     import fastnn
-    from . import cli
+    from ..machine import info_lines
 
     if threads is not None:
         fastnn.set_num_threads(threads)
-    report = dict(machine=cli.info_lines(), threads=fastnn.get_num_threads(), peak_gflops={},
+    report = dict(machine=info_lines(), threads=fastnn.get_num_threads(), peak_gflops={},
                   settle_s=settle, rounds=rounds, budget_s=budget, rows=[], compile=[])
     for dtype in dtypes:
         dt = np.dtype(dtype)
@@ -394,13 +282,11 @@ def main(args) -> int:
     try:
         shapes = [parse_shape(s) for s in args.shapes.split(",")]
         import fastnn
-        from .params import as_float_dtype
+        from ..params import as_float_dtype
 
         dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
-        kernels = args.kernels.split(",") if args.kernels else [
-            k for k in fastnn.kernels.available() if k not in ("reference", "auto")]
-        for k in kernels:
-            fastnn.kernels.get(k)
+        kernels = args.kernels.split(",") if args.kernels else fastnn.kernels.names()
+        kernels = [fastnn.kernels.check_name(k) for k in kernels]
         stages = args.stages.split(",")
         for st in stages:
             if st not in STAGES:

@@ -1,0 +1,71 @@
+"""What this machine and this install are: CPU, versions, thread pools, the BLAS fastnn calls.
+
+One description for ``fastnn info``, the benchmarks' reports and ``auto``'s fingerprint (a choice
+measured on another machine or software is never reused).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import numpy as np
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint() -> str:
+    """CPU, cores, architecture and the versions that decide which kernel is fastest."""
+    import numba
+
+    from . import __version__
+    from .kernels.common import gemm
+
+    return "|".join([cpu_name(), str(os.cpu_count()), platform.machine(), __version__,
+                     np.__version__, numba.__version__, gemm.BACKEND_NAME])
+
+
+def info_lines() -> list[str]:
+    """The lines of ``fastnn info``: versions, CPU, threads, Numba's threading layer and cache,
+    the kernels, and every BLAS/OpenMP pool loaded."""
+    import numba
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    from . import __version__, kernels, threads
+    from .kernels import jit, variant
+    from .kernels.common import gemm  # (also loads scipy's BLAS, so that threadpoolctl lists it)
+
+    layer = variant.threading_layer()
+    concurrency = ("calls from several Python threads run at once"
+                   if variant.concurrent_calls_allowed() else
+                   "not thread-safe: fastnn serialises its parallel kernels across Python threads")
+    lines = [
+        f"fastnn      {__version__}",
+        f"python      {platform.python_version()} ({sys.executable})",
+        f"numpy       {np.__version__}",
+        f"numba       {numba.__version__}",
+        f"scipy       {scipy.__version__}",
+        f"cpu         {cpu_name()} ({os.cpu_count()} logical cores)",
+        f"threads     fastnn {threads.get_num_threads()}, numba max {threads.max_threads()}",
+        f"numba layer {layer} ({concurrency})",
+        f"cache       {jit.cache_dir() if jit.CACHE else 'off'}",
+        f"fastmath    {'on (no nnan/ninf)' if jit.FASTMATH else 'off'}",
+        f"kernels     {', '.join(kernels.available())} (default {kernels.DEFAULT})",
+        f"fused BLAS  {gemm.BACKEND_NAME}: {gemm.LIBRARY} (FASTNN_BLAS=mkl|numpy|scipy)",
+    ]
+    for pool in threadpool_info():
+        lines.append(f"{pool['user_api']:<11} {pool['internal_api']} {pool.get('version')} "
+                     f"({pool.get('architecture', '?')}), {pool['num_threads']} threads: "
+                     f"{os.path.basename(pool['filepath'])}")
+    return lines

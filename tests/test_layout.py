@@ -1,0 +1,107 @@
+"""The codebase's own promises: the kernel cache follows every kernel source, a warm process
+compiles nothing, the registry's facts are consistent, and the trainer's schedule."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import fastnn
+from fastnn.kernels import jit
+from fastnn.trainer import next_stop
+
+
+def test_cache_folder_follows_every_kernel_source_subfolders_included(tmp_path, monkeypatch):
+    """An edit to any kernel file, one in kernels/common/ included, names a new cache folder: Numba
+    checks only the timestamp of the file defining a function, not of what it inlines."""
+    copy = tmp_path / "kernels"
+    shutil.copytree(jit.KERNELS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(jit, "KERNELS_DIR", str(copy))
+    before = jit.source_hash()
+    assert before == jit.source_hash()
+    for relative in ("common/loops.py", "common/gemm.py", "fused.py"):
+        with open(copy / relative, "a") as f:
+            f.write("\n# edited\n")
+        after = jit.source_hash()
+        assert after != before, relative
+        before = after
+    assert any(p.endswith(os.path.join("common", "simd.py")) for p in jit.kernel_sources())
+
+
+WARM = """
+import numpy as np, fastnn
+from fastnn import kernels
+from fastnn.optim import Optimizer
+rng = np.random.default_rng(0)
+x = rng.standard_normal((9, 5)); labels = rng.integers(0, 3, 9)
+for v in kernels.variants():
+    if v.compiled is None:
+        continue
+    for dt in (np.float32, np.float64):
+        p = fastnn.init_params(5, 4, 3, dtype=dt, seed=0)
+        xs = x.astype(dt)
+        fastnn.predict(p, xs, kernel=v.name)
+        fastnn.loss_and_grads(p, xs, labels, kernel=v.name, loss="softmax")
+        fastnn.sgd_step(p, xs, labels, 0.1, kernel=v.name, loss="softmax")
+        for opt in ("sgd", "adam"):
+            fastnn.train(xs, labels, hidden=4, epochs=2, batch_size=4, lr=0.01, optimizer=opt,
+                         loss="softmax", kernel=v.name, seed=0)
+misses = {}
+for module in kernels.LADDER:
+    for name in dir(module):
+        f = getattr(module, name)
+        if hasattr(f, "stats") and f.stats.cache_misses:
+            misses[f"{module.__name__}.{name}"] = dict(f.stats.cache_misses)
+print("MISSES", misses)
+"""
+
+
+def test_a_warm_process_compiles_nothing():
+    """Every compiled variant's predict, loss_and_grads, sgd_step and both training loops, in both
+    dtypes, load from Numba's on-disk cache in a second process: no cache misses (a loop that
+    took a function argument, or a literal flag that made a new specialisation, would miss)."""
+    if not jit.CACHE:
+        pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0)")
+    first = subprocess.run([sys.executable, "-c", WARM], capture_output=True, text=True,
+                           timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run([sys.executable, "-c", WARM], capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "MISSES {}" in second.stdout, second.stdout
+
+
+def test_registry_facts_are_consistent():
+    names = fastnn.kernels.names(reference=True)
+    assert len(names) == len(set(names))
+    for v in fastnn.kernels.variants(reference=True):
+        assert v.whole_loop == (v.compiled is not None), v.name
+        assert set(v.blas_update) <= {"w1", "w2"}, v.name
+        assert v.pool in ("numpy", "mkl", "scipy", "numba") or v.pool.startswith("numba+"), v.name
+        if v.bitwise:
+            assert not v.blas_update and "+" not in v.pool, v.name
+    assert "numpy" in fastnn.autotune.candidates()  # so auto is never slower than numpy
+    assert fastnn.kernels.get("reference").candidate is False
+
+
+@pytest.mark.parametrize("kw, starts", [
+    # full-batch, nothing at epoch ends: the first step alone, then bursts
+    (dict(total=10, per_epoch=1, bulk=True, burst=4), [0, 1, 5, 9]),
+    # epochs of 3 steps: a block never crosses an epoch's end
+    (dict(total=8, per_epoch=3, bulk=False, burst=8), [0, 1, 3, 6]),
+    # a callback every 2 steps, counted from step 1
+    (dict(total=7, per_epoch=7, bulk=False, burst=7, callback_every=2), [0, 1, 3, 5]),
+    # checkpoints every 4 steps end blocks at multiples of 4
+    (dict(total=10, per_epoch=1, bulk=True, burst=10, checkpoint_every=4), [0, 1, 4, 8]),
+])
+def test_next_stop_schedule(kw, starts):
+    total = kw.pop("total")
+    per_epoch = kw.pop("per_epoch")
+    got, step = [], 0
+    while step < total:
+        got.append(step)
+        stop = next_stop(step, total, per_epoch, **kw)
+        assert step < stop <= total
+        step = stop
+    assert got == starts
