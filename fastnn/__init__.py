@@ -5,18 +5,20 @@ plain SGD.  The step runs in fused Numba kernels (``fastnn.kernels``), checked a
 numpy reference (``fastnn.reference``).
 """
 from . import kernels, reference
+from ._version import __version__
 from .threads import get_num_threads, set_num_threads
 from .api import loss_and_grads, predict, sgd_step
 from .optim import Optimizer
 from .params import Params, init_params
-from .trainer import DivergenceError, DivergenceWarning, TrainResult, train
+from .trainer import (DivergenceError, DivergenceWarning, TrainingInterrupted, TrainResult,
+                      train)
 
-__version__ = "0.1.0"
 
 __all__ = [
     "DivergenceError", "DivergenceWarning", "MLPClassifier", "MLPRegressor", "Optimizer",
-    "Params", "TrainResult", "get_num_threads", "init_params", "kernels", "loss_and_grads",
-    "predict", "reference", "set_num_threads", "sgd_step", "train", "__version__",
+    "Params", "TrainResult", "TrainingInterrupted", "get_num_threads", "init_params", "kernels",
+    "loss_and_grads", "predict", "reference", "set_num_threads", "sgd_step", "train",
+    "__version__",
 ]
 
 

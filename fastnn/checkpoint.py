@@ -44,9 +44,12 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
 
-def save(path, ckpt: Checkpoint) -> None:
-    """Write ``ckpt`` to ``path`` atomically (see the module docstring)."""
+def save(path, ckpt: Checkpoint, *, checked=False) -> None:
+    """Write ``ckpt`` to ``path`` atomically (see the module docstring).  Unless the caller has
+    already (``checked``), ``check_target`` first: only a checkpoint is ever replaced."""
     path = os.fspath(path)
+    if not checked:
+        check_target(path)
     arrays = {}
     for name, a in zip(Params._fields, ckpt.params):
         arrays[f"params/{name}"] = a
@@ -84,10 +87,47 @@ def save(path, ckpt: Checkpoint) -> None:
         pass
 
 
+def is_checkpoint(path) -> bool:
+    """Whether ``path`` is a file holding a fastnn checkpoint (its metadata is read, nothing
+    else)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with np.load(path, allow_pickle=False) as f:
+            if "meta" not in f.files:
+                return False
+            meta = json.loads(str(f["meta"]))
+        return isinstance(meta, dict) and meta.get("format") == FORMAT
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return False
+
+
+def check_target(path, what="checkpoint") -> str:
+    """``path`` as a place ``save`` may write: its folder exists and is writable, and whatever is
+    there now is a fastnn checkpoint (a file of the user's, their data above all, is never
+    replaced by one).  CheckpointError naming the problem otherwise.  Returns the path."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CheckpointError(f"{what} {path!r}: is a folder; give a file name such as "
+                              f"{os.path.join(path, 'run.npz')!r}")
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"{what} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CheckpointError(f"{what} {path!r}: the folder {folder!r} is not writable")
+    if os.path.exists(path) and not is_checkpoint(path):
+        raise CheckpointError(f"{what} {path!r}: a file that is not a fastnn checkpoint is "
+                              f"there already; refusing to replace it (choose another name)")
+    return path
+
+
 def load(path) -> Checkpoint:
     """Read a checkpoint written by ``save``; ``CheckpointError`` naming the problem if the file
     is not one (missing, truncated, corrupted, pickled objects, inconsistent shapes or dtypes)."""
     path = os.fspath(path)
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path!r}: not a fastnn checkpoint (not an .npz "
+                              f"archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}

@@ -1,7 +1,11 @@
-"""The ``fastnn`` command: ``fastnn train``, ``bench``, ``bench-train``, ``tune`` and ``info``."""
+"""The fastnn command: train the two-layer network, predict with a trained one, time the kernels.
+
+Commands: train, predict, bench, bench-train, tune, info.  'fastnn COMMAND --help' describes each.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -9,6 +13,17 @@ import numpy as np
 from . import kernels
 
 SEED_EXPERIMENT = dict(m=64, n=1000, hidden=100, out=10, iters=100, lr=1e-5)
+EXIT_INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C (128 + SIGINT)
+
+# The settings of `fastnn train` a checkpoint records and `--resume` takes back where the command
+# line leaves them out, with their defaults otherwise.  (--m .. --out, --hidden: the problem.)
+TRAIN_SETTINGS = dict(
+    m=SEED_EXPERIMENT["m"], n=SEED_EXPERIMENT["n"], hidden=SEED_EXPERIMENT["hidden"],
+    out=SEED_EXPERIMENT["out"], data=None, target="y", task=None, dataset=None, data_dir=None,
+    drop_missing=False, test_fraction=None, validation_fraction=None, iters=None, epochs=None,
+    batch_size=None, early_stopping=False, patience=10, seed=0, init=None, dtype="float64",
+    kernel=kernels.DEFAULT, lr=None, optimizer="sgd", momentum=0.0, nesterov=False, alpha=0.0,
+    checkpoint_every=None)
 
 
 def _positive(text: str) -> int:
@@ -24,9 +39,14 @@ def _threads_option(parser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
+    _predict_parser(sub)
     _bench_parser(sub)
     _bench_train_parser(sub)
     _tune_parser(sub)
@@ -39,73 +59,98 @@ def _train_parser(sub) -> None:
         "train", help="train the two-layer network (default: the seed's experiment)",
         description="Train on random standard-normal data (the seed's experiment: m=64, n=1000, "
                     "hidden=100, out=10, standard-normal init, full-batch SGD, lr=1e-5, 100 "
-                    "iterations), on your own data (--data FILE.npz or FILE.csv) or on "
-                    "scikit-learn's digits (--dataset digits).")
+                    "iterations), on your own data (--data FILE.npz or FILE.csv) or on a data "
+                    "set (--dataset digits, mnist, fashion-mnist).  With --resume, every setting "
+                    "left out is the checkpoint's.  Ctrl-C stops at the next step, writes the "
+                    "checkpoint (--checkpoint) and says how to resume.")
     e = SEED_EXPERIMENT
     g = t.add_argument_group("problem (the random data of the seed's experiment)")
-    g.add_argument("--m", type=_positive, default=e["m"], help="samples (default %(default)s)")
-    g.add_argument("--n", type=_positive, default=e["n"],
-                   help="input features (default %(default)s)")
-    g.add_argument("--hidden", type=_positive, default=e["hidden"],
-                   help="hidden units (default %(default)s)")
-    g.add_argument("--out", type=_positive, default=e["out"],
-                   help="outputs (default %(default)s)")
+    g.add_argument("--m", type=_positive, help=f"samples (default {e['m']})")
+    g.add_argument("--n", type=_positive, help=f"input features (default {e['n']})")
+    g.add_argument("--hidden", type=_positive, help=f"hidden units (default {e['hidden']})")
+    g.add_argument("--out", type=_positive, help=f"outputs (default {e['out']})")
     g = t.add_argument_group("data")
     g.add_argument("--data", metavar="FILE",
                    help="train on your data: .npz with arrays 'x' (m, n) and 'y', or .csv with a "
                         "header row and the label column named by --target")
-    g.add_argument("--target", default="y", help="the label column of a .csv (default %(default)s)")
-    g.add_argument("--task", choices=["regress", "classify"], default=None,
+    g.add_argument("--target", help="the label column of a .csv (default y)")
+    g.add_argument("--task", choices=["regress", "classify"],
                    help="regress: squared error; classify: softmax cross-entropy over the labels "
                         "in y, reports accuracy (default: regress, classify for --dataset)")
-    g.add_argument("--dataset", choices=["digits"],
-                   help="scikit-learn's bundled digits (needs scikit-learn): 80/20 split, "
-                        "reports test accuracy")
-    g.add_argument("--validation-fraction", type=float, default=None,
-                   help="hold out this fraction of the rows; its loss is shown per epoch")
+    g.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"],
+                   help="a data set with its own test split: scikit-learn's digits (needs "
+                        "scikit-learn), MNIST or Fashion-MNIST (downloaded once into "
+                        "~/.cache/fastnn/datasets, sha256-checked); reports test accuracy")
+    g.add_argument("--data-dir", metavar="FOLDER",
+                   help="where the IDX files of --dataset mnist/fashion-mnist already are")
+    g.add_argument("--drop-missing", action="store_true", default=None,
+                   help="leave out the .csv rows with a missing (blank, NA) value instead of "
+                        "stopping with an error")
+    g.add_argument("--test-fraction", type=float, metavar="F",
+                   help="hold out this fraction of --data's rows (per class for classify) and "
+                        "report the model on them")
+    g.add_argument("--validation-fraction", type=float, metavar="F",
+                   help="hold out this fraction of the training rows; its loss is shown per epoch")
     g = t.add_argument_group("training")
-    g.add_argument("--iters", type=_positive, default=None,
+    g.add_argument("--iters", type=_positive,
                    help=f"steps (default {e['iters']} full-batch steps unless --epochs is given)")
-    g.add_argument("--epochs", type=_positive, default=None, help="passes over the data")
-    g.add_argument("--batch-size", type=_positive, default=None,
-                   help="minibatch rows (default: the whole set)")
-    g.add_argument("--early-stopping", action="store_true",
+    g.add_argument("--epochs", type=_positive, help="passes over the data")
+    g.add_argument("--batch-size", type=_positive, help="minibatch rows (default: the whole set)")
+    g.add_argument("--early-stopping", action="store_true", default=None,
                    help="stop when the validation loss stops improving (--patience epochs)")
-    g.add_argument("--patience", type=_positive, default=10, help="(default %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="random seed for data, init, shuffling "
-                   "and splits (default %(default)s)")
-    g.add_argument("--init", choices=["normal", "he"], default=None,
+    g.add_argument("--patience", type=_positive, help="(default 10)")
+    g.add_argument("--seed", type=int, help="random seed for data, init, shuffling and splits "
+                   "(default 0)")
+    g.add_argument("--init", choices=["normal", "he"],
                    help="parameter init; 'normal' is the seed's N(0, 1) (default: normal for the "
                         "seed's experiment, he on data)")
-    g.add_argument("--dtype", choices=["float64", "float32"], default="float64",
-                   help="compute dtype (default %(default)s)")
+    g.add_argument("--dtype", choices=["float64", "float32"], help="compute dtype (default "
+                   "float64)")
     g.add_argument("--kernel", choices=kernels.available() + list(kernels.ALIASES),
-                   default=kernels.DEFAULT, help="kernel variant (default %(default)s)")
+                   help=f"kernel variant (default {kernels.DEFAULT})")
     _threads_option(g)
     g.add_argument("--python-loop", action="store_true",
                    help="call the step from Python each iteration instead of running the "
                         "iterations inside one compiled call (the whole-loop mode, default where "
                         "the kernel has one)")
     g = t.add_argument_group("optimiser")
-    g.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate (default {e['lr']} for the seed's experiment, 0.01 for "
-                        f"sgd and 0.001 for adam on data)")
-    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
-                   help="(default %(default)s)")
-    g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
-    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    g.add_argument("--alpha", type=float, default=0.0, help="L2 weight decay (default 0)")
+    g.add_argument("--lr", type=float, help=f"learning rate (default {e['lr']} for the seed's "
+                   f"experiment, 0.01 for sgd and 0.001 for adam on data)")
+    g.add_argument("--optimizer", choices=["sgd", "adam"], help="(default sgd)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--alpha", type=float, help="L2 weight decay (default 0)")
     g = t.add_argument_group("checkpoints")
     g.add_argument("--checkpoint", metavar="FILE.npz",
-                   help="save params, optimiser state and position here (atomically)")
-    g.add_argument("--checkpoint-every", type=_positive, default=None, metavar="N",
+                   help="save params, optimiser state, position and the model's labels and "
+                        "feature names here (atomically; never over a file that is not a "
+                        "fastnn checkpoint)")
+    g.add_argument("--checkpoint-every", type=_positive, metavar="N",
                    help="... every N steps (and at the end)")
     g.add_argument("--resume", metavar="FILE.npz",
-                   help="continue from this checkpoint (same data and settings)")
+                   help="continue from this checkpoint (its data and settings, unless given "
+                        "here); checkpoints go on into the same file unless --checkpoint says")
     g = t.add_argument_group("output")
     g.add_argument("--plot", metavar="FILE.png",
                    help="save the training (and validation) curves (needs matplotlib)")
     g.add_argument("--quiet", action="store_true", help="no progress bar; print only the summary")
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict with a trained model (a checkpoint or a saved "
+                       "estimator)", description="Read a model written by `fastnn train "
+                       "--checkpoint` or an estimator's save(), predict for the rows of --data "
+                       "(a .csv with the model's feature columns, by name, or an .npz with x) "
+                       "and write them to --out as .csv: the class label (classification) or "
+                       "the outputs (regression), with --proba the class probabilities too.")
+    p.add_argument("--model", required=True, metavar="FILE", help="the checkpoint or saved model")
+    p.add_argument("--data", required=True, metavar="FILE", help="the rows to predict for")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="where to write them")
+    p.add_argument("--proba", action="store_true", help="also the class probabilities")
+    p.add_argument("--target", default=None, help="a label column of --data to leave out "
+                   "(default: the model's, if it has one)")
+    p.add_argument("--kernel", choices=kernels.available(), default=kernels.DEFAULT,
+                   help=f"kernel variant (default {kernels.DEFAULT})")
 
 
 def _shape_options(parser, dtype: str) -> None:
@@ -178,166 +223,232 @@ def _tune_parser(sub) -> None:
     u.add_argument("--clear", action="store_true", help="forget every remembered choice and exit")
 
 
-def _load_data(path: str, target: str):
-    """``(x, y)`` from an .npz (arrays x, y) or a .csv (header row; ``target`` is the label
-    column, every other column a numeric feature)."""
-    if path.lower().endswith(".csv"):
-        return _load_csv(path, target)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [name for name in ("x", "y") if name not in f.files]
-            if missing:
-                raise SystemExit(f"fastnn train: --data {path}: missing array(s) "
-                                 f"{', '.join(missing)}; found {', '.join(f.files) or 'none'}")
-            return f["x"], f["y"]
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"fastnn train: --data {path}: cannot read it as .npz ({exc})") from None
-
-
-def _load_csv(path: str, target: str):
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"fastnn train: --data {path}: cannot read it ({exc})") from None
-    rows = [r for r in rows if r]
-    if len(rows) < 2:
-        raise SystemExit(f"fastnn train: --data {path}: expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    if target not in header:
-        raise SystemExit(f"fastnn train: --data {path}: no column {target!r} (--target); "
-                         f"columns: {', '.join(header)}")
-    col = header.index(target)
-    body = rows[1:]
-    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
-    if bad:
-        raise SystemExit(f"fastnn train: --data {path}: line {bad[0]} has a different number of "
-                         f"fields than the header")
-    labels = np.array([r[col].strip() for r in body])
-    try:
-        x = np.array([[float(v) for i, v in enumerate(r) if i != col] for r in body])
-    except ValueError as exc:
-        raise SystemExit(f"fastnn train: --data {path}: feature columns must be numbers ({exc})"
-                         ) from None
-    if x.shape[1] == 0:
-        raise SystemExit(f"fastnn train: --data {path}: no feature columns besides {target!r}")
-    try:
-        y = labels.astype(np.float64)
-    except ValueError:
-        y = labels  # text labels: only a classification target
-    return x, y
-
-
-def _digits(seed):
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError:
-        raise SystemExit("fastnn train: --dataset digits needs scikit-learn: "
-                         "pip install 'fastnn[sklearn]' (or pip install scikit-learn)") from None
-    x, y = load_digits(return_X_y=True)
-    return train_test_split(x / 16.0, y, test_size=0.2, random_state=seed, stratify=y)
-
-
 def _train(args) -> int:
     import fastnn
 
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise SystemExit("fastnn train: --plot needs matplotlib: "
-                             "pip install 'fastnn[plot]' (or pip install matplotlib)") from None
-    if args.threads is not None:
-        fastnn.set_num_threads(args.threads)
-    x, y, x_test, y_test, source = _problem(args)
-    task = args.task or ("classify" if args.dataset else "regress")
-    classes = None
-    if task == "classify":
-        classes, y, y_test = _encode_labels(y, y_test)
-    elif np.asarray(y).dtype.kind not in "biuf":
-        raise SystemExit("fastnn train: the labels are text; use --task classify")
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
     try:
-        result = fastnn.train(x, y, **_train_arguments(args, task))
+        s = _settings(args)
+        checkpoint = _check_outputs(args, s)
+        _set_threads(args.threads)
+        problem = _problem(s)
+        task, classes, y, y_test = _task(s, problem)
+        kwargs = _train_arguments(s, task, checkpoint, args)
+    except (DataError, CheckpointError, ValueError, TypeError) as exc:
+        raise SystemExit(f"fastnn train: {exc}") from None
+    for note in problem.notes:
+        print(f"note        {note}", file=sys.stderr)
+    try:
+        result = fastnn.train(problem.x, y, info=_model_info(s, task, classes, problem), **kwargs)
+    except fastnn.TrainingInterrupted as stop:
+        return _interrupted(stop)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn train: {exc}") from None
-    _summary(args, result, source, x, y, x_test, y_test, classes)
+    _summary(args, s, result, problem, y, y_test, classes)
     return 1 if result.diverged else 0
 
 
-def _problem(args):
-    """``(x, y, x_test, y_test, description)`` of the data ``args`` name: a data set, a file, or
-    the seed's experiment (``profiling.problems.problem``, the data every benchmark uses)."""
-    if args.dataset == "digits":
-        x, x_test, y, y_test = _digits(args.seed)
-        return x, y, x_test, y_test, "scikit-learn digits, 80/20 split"
-    if args.data is not None:
-        x, y = _load_data(args.data, args.target)
-        return x, y, None, None, args.data
+def _settings(args) -> argparse.Namespace:
+    """The run's settings: the command line's, else (with --resume) the checkpoint's, else the
+    defaults (``TRAIN_SETTINGS``)."""
+    stored = {}
+    if args.resume is not None:
+        from .checkpoint import load
+
+        stored = dict((load(args.resume).meta.get("info") or {}).get("cli") or {})
+        if args.iters is not None or args.epochs is not None:  # a new length replaces the old
+            stored.pop("iters", None)
+            stored.pop("epochs", None)
+    return argparse.Namespace(**{key: getattr(args, key) if getattr(args, key) is not None
+                                 else stored.get(key, default)
+                                 for key, default in TRAIN_SETTINGS.items()})
+
+
+def _same_file(a, b) -> bool:
+    return a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_outputs(args, s):
+    """Every path the run will write, checked before it starts: the checkpoint (new, or a fastnn
+    checkpoint, in a folder that exists) and the plot (a folder that exists, not one of the
+    inputs, nothing but a PNG replaced).  Returns the checkpoint path (with --resume and no
+    --checkpoint: the resumed file, so that a second interruption can resume again)."""
+    from .checkpoint import check_target
+
+    checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
+    if checkpoint is not None:
+        check_target(checkpoint, "--checkpoint" if args.checkpoint else "--resume")
+    if args.plot is not None:
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--plot {args.plot}: the folder {folder!r} does not exist")
+        if any(_same_file(args.plot, other) for other in (s.data, args.resume, checkpoint)):
+            raise ValueError(f"--plot {args.plot}: is one of the run's other files")
+        if os.path.exists(args.plot) and not _is_png(args.plot):
+            raise ValueError(f"--plot {args.plot}: a file that is not a PNG image is there "
+                             f"already; refusing to replace it")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install 'fastnn[plot]' (or pip "
+                             "install matplotlib)") from None
+    return checkpoint
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _set_threads(n) -> None:
+    if n is None:
+        return
+    import fastnn
+
+    most = fastnn.threads.max_threads()
+    if n > most:
+        print(f"note        --threads {n}: this machine runs at most {most} (its cores, or "
+              f"NUMBA_NUM_THREADS); using {most}", file=sys.stderr)
+        n = most
+    fastnn.set_num_threads(n)
+
+
+class _Problem(argparse.Namespace):
+    """x, y, x_test, y_test (None without a test split), source (a description), feature_names,
+    notes."""
+
+
+def _problem(s) -> _Problem:
+    """The data ``s`` names: a data set, a file (with an optional test split), or the seed's
+    experiment (``profiling.problems.problem``, the data every benchmark uses)."""
+    from . import data
+
+    if s.dataset is not None:
+        x, y, x_test, y_test, source = data.load_dataset(s.dataset, s.data_dir, s.seed)
+        return _Problem(x=x, y=y, x_test=x_test, y_test=y_test, source=source,
+                        feature_names=None, notes=[])
+    if s.data is not None:
+        table = data.load_file(s.data, s.target, drop_missing=s.drop_missing)
+        x, y, x_test, y_test = table.x, table.y, None, None
+        source = s.data
+        if s.test_fraction is not None:
+            x, y, x_test, y_test = data.test_split(x, y, s.test_fraction, s.seed,
+                                                   stratify=s.task == "classify")
+            source += f", {x_test.shape[0]} rows held out for testing"
+        return _Problem(x=x, y=y, x_test=x_test, y_test=y_test, source=source,
+                        feature_names=table.feature_names, notes=table.notes)
     from .profiling.problems import problem
 
-    x, y, _ = problem((args.m, args.n, args.hidden, args.out), np.dtype(args.dtype),
-                      seed=args.seed, init="normal")
-    return x, y, None, None, "random N(0, 1) (the seed's experiment)"
+    x, y, _ = problem((s.m, s.n, s.hidden, s.out), np.dtype(s.dtype), seed=s.seed, init="normal")
+    return _Problem(x=x, y=y, x_test=None, y_test=None, feature_names=None, notes=[],
+                    source="random N(0, 1) (the seed's experiment)")
 
 
-def _encode_labels(y, y_test):
-    """``(classes, indices of y, indices of y_test)``: class labels as indices into ``classes``."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise SystemExit(f"fastnn train: --task classify needs one label per row, got y of "
-                         f"shape {y.shape}")
-    classes, y = np.unique(y, return_inverse=True)
-    if y_test is not None:
-        y_test = np.searchsorted(classes, y_test)
-    return classes, y, y_test
+def _task(s, problem):
+    """``(task, classes, y, y_test)``: for classification the labels as indices into
+    ``classes``; for regression a note when the targets look like class labels."""
+    task = s.task or ("classify" if s.dataset else "regress")
+    y, y_test = problem.y, problem.y_test
+    if task == "classify":
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"--task classify needs one label per row, got y of shape {y.shape}")
+        classes, y = np.unique(y, return_inverse=True)
+        if y_test is not None:
+            unseen = np.setdiff1d(y_test, classes)
+            if unseen.size:
+                raise ValueError(f"the test rows hold labels the training rows do not: "
+                                 f"{unseen[:5].tolist()}")
+            y_test = np.searchsorted(classes, y_test)
+        return task, classes, y, y_test
+    if np.asarray(y).dtype.kind not in "biuf":
+        raise ValueError("the labels are text; use --task classify")
+    from .data import integer_labels
+
+    if s.task is None and integer_labels(y):
+        problem.notes.append(f"y holds whole numbers ({len(np.unique(y))} distinct values): "
+                             f"training a regression (squared error) on them; for classes, "
+                             f"pass --task classify")
+    return task, None, y, y_test
 
 
-def _train_arguments(args, task) -> dict:
-    """``fastnn.train``'s keyword arguments from the command line."""
-    on_data = args.data is not None or args.dataset is not None
-    lr = args.lr
+def _train_arguments(s, task, checkpoint, args) -> dict:
+    """``fastnn.train``'s keyword arguments from the settings."""
+    on_data = s.data is not None or s.dataset is not None
+    lr = s.lr
     if lr is None:
-        lr = (1e-3 if args.optimizer == "adam" else 0.01) if on_data else SEED_EXPERIMENT["lr"]
-    iters, epochs = args.iters, args.epochs
+        lr = (1e-3 if s.optimizer == "adam" else 0.01) if on_data else SEED_EXPERIMENT["lr"]
+    iters, epochs = s.iters, s.epochs
     if iters is None and epochs is None:
         iters = SEED_EXPERIMENT["iters"]
-    opt = dict(optimizer=args.optimizer, alpha=args.alpha)
-    if args.optimizer == "sgd":
-        opt.update(momentum=args.momentum, nesterov=args.nesterov)
+    opt = dict(optimizer=s.optimizer, alpha=s.alpha)
+    if s.optimizer == "sgd":
+        opt.update(momentum=s.momentum, nesterov=s.nesterov)
     return dict(
-        hidden=args.hidden, iters=iters, epochs=epochs, batch_size=args.batch_size, lr=lr,
+        hidden=s.hidden, iters=iters, epochs=epochs, batch_size=s.batch_size, lr=lr,
         loss="softmax" if task == "classify" else "squared",
-        init=args.init or ("he" if on_data else "normal"), seed=args.seed, kernel=args.kernel,
-        dtype=np.dtype(args.dtype), validation_fraction=args.validation_fraction,
-        early_stopping=args.early_stopping, patience=args.patience, checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.quiet,
+        init=s.init or ("he" if on_data else "normal"), seed=s.seed, kernel=s.kernel,
+        dtype=np.dtype(s.dtype), validation_fraction=s.validation_fraction,
+        early_stopping=s.early_stopping, patience=s.patience, checkpoint=checkpoint,
+        checkpoint_every=s.checkpoint_every, resume=args.resume, progress=not args.quiet,
         whole_loop=False if args.python_loop else None, **opt)
 
 
-def _summary(args, result, source, x, y, x_test, y_test, classes) -> None:
+def _model_info(s, task, classes, problem) -> dict:
+    """What a checkpoint carries besides the training state: the model's task, class labels
+    and feature names (so that it predicts: ``fastnn predict``, ``MLPClassifier.load``) and
+    this command's settings (so that --resume needs none of them again)."""
+    info = dict(task=task, feature_names=problem.feature_names,
+                target=s.target if s.data is not None else None, cli=vars(s))
+    if classes is not None:
+        if classes.dtype.kind not in "iufbU":
+            raise ValueError(f"class labels of dtype {classes.dtype} cannot be stored in a "
+                             f"checkpoint")
+        info.update(classes=classes.tolist(), classes_dtype=classes.dtype.str)
+    return info
+
+
+def _interrupted(stop) -> int:
+    result = stop.result
+    print(f"\ninterrupted after step {result.n_steps} (Ctrl-C)", file=sys.stderr)
+    if stop.checkpoint is not None:
+        print(f"checkpoint  {stop.checkpoint} (step {result.n_steps}); to continue:\n"
+              f"            fastnn train --resume {stop.checkpoint}", file=sys.stderr)
+    else:
+        print("nothing saved: with --checkpoint FILE an interrupted run can be resumed",
+              file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _summary(args, s, result, problem, y, y_test, classes) -> None:
     import fastnn
     from .reference import output_loss
 
     n, h, k = result.params.shape
-    print(f"data        {source}: m={np.shape(x)[0]}, n={n}, hidden={h}, out={k}")
+    x = problem.x
+    print(f"data        {problem.source}: m={np.shape(x)[0]}, n={n}, hidden={h}, out={k}")
+    if result.resumed_from is not None:
+        print(f"resumed     from step {result.resumed_from} ({args.resume})")
     print(f"loss        first {result.losses[0]:.6g}, last {result.losses[-1]:.6g} "
           f"({result.n_steps} steps, {result.n_epochs} epochs)")
     if len(result.val_losses):
         print(f"validation  loss {result.val_losses[-1]:.6g} (best {result.val_losses.min():.6g}"
               f"{', stopped early' if result.stopped_early else ''})")
+
+    def outputs(rows):
+        return fastnn.predict(result.params, rows, kernel=result.ran)
+
     if classes is not None:
-        acc = np.mean(np.argmax(fastnn.predict(result.params, x, kernel=result.ran), 1) == y)
-        print(f"accuracy    train {acc:.4f}")
-        if x_test is not None:
-            z = fastnn.predict(result.params, x_test, kernel=result.ran)
-            print(f"accuracy    test {np.mean(np.argmax(z, 1) == y_test):.4f} "
-                  f"({len(y_test)} held-out samples)")
-    elif x_test is not None:
-        z = fastnn.predict(result.params, x_test, kernel=result.ran)
-        print(f"test loss   {output_loss(z, np.asarray(y_test, z.dtype).reshape(z.shape))[0]:.6g}")
+        print(f"accuracy    train {np.mean(np.argmax(outputs(x), 1) == y):.4f}")
+        if problem.x_test is not None:
+            acc = np.mean(np.argmax(outputs(problem.x_test), 1) == y_test)
+            print(f"accuracy    test {acc:.4f} ({len(y_test)} held-out samples)")
+    elif problem.x_test is not None:
+        z = outputs(problem.x_test)
+        loss = output_loss(z, np.asarray(y_test, z.dtype).reshape(z.shape))[0]
+        print(f"test loss   {loss:.6g} ({len(y_test)} held-out samples)")
     print(f"time/iter   {result.seconds_per_iter * 1e6:.1f} us (first step, with compile or "
           f"cache load: {result.first_step_seconds:.3f} s)")
     ran = ""
@@ -347,11 +458,69 @@ def _summary(args, result, source, x, y, x_test, y_test, classes) -> None:
           f"threads {fastnn.get_num_threads()}")
     if result.diverged:
         print(f"diverged    at step {result.diverged_at}; kept the last finite parameters")
-    if args.checkpoint:
-        print(f"checkpoint  {args.checkpoint}")
+    if args.checkpoint or args.resume:
+        print(f"checkpoint  {args.checkpoint or args.resume}")
     if args.plot is not None:
         _plot(result, args.plot, f"fastnn: kernel={result.kernel}, {result.dtype}")
         print(f"plot        {args.plot}")
+
+
+def _predict(args) -> int:
+    """``fastnn predict``: a model's predictions for new rows, written as .csv."""
+    from .checkpoint import CheckpointError
+    from .data import DataError, load_features
+    from .model import read_model
+
+    try:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--out {args.out}: the folder {folder!r} does not exist")
+        if _same_file(args.out, args.data) or _same_file(args.out, args.model):
+            raise ValueError(f"--out {args.out}: is the input; write the predictions elsewhere")
+        model = read_model(args.model)
+        if args.proba and model.task != "classify":
+            raise ValueError("--proba: the model is a regression, it has no class probabilities")
+        x = load_features(args.data, model.n_features, model.feature_names,
+                          args.target if args.target is not None else model.target)
+        columns, table = _predictions(model, x, args.proba, args.kernel)
+    except (DataError, CheckpointError, ValueError, TypeError) as exc:
+        raise SystemExit(f"fastnn predict: {exc}") from None
+    _write_csv(args.out, columns, table)
+    print(f"predicted   {x.shape[0]} rows ({model.task}"
+          f"{', ' + str(len(model.classes)) + ' classes' if model.classes is not None else ''})"
+          f" -> {args.out}")
+    return 0
+
+
+def _predictions(model, x, proba, kernel):
+    """``(column names, rows)`` of the predictions table."""
+    if model.task == "classify":
+        columns, table = ["prediction"], [model.predict(x, kernel)[:, None].astype(object)]
+        if proba:
+            columns += [f"p_{c}" for c in model.classes]
+            table.append(model.predict_proba(x, kernel))
+        return columns, np.hstack(table)
+    z = model.predict(x, kernel)
+    columns = ["prediction"] if z.shape[1] == 1 else [f"prediction_{i}" for i in range(z.shape[1])]
+    return columns, z
+
+
+def _write_csv(path, columns, table) -> None:
+    """The table as .csv, written to a temporary file and renamed (never half a file)."""
+    import csv
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".predict-")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            w.writerows(table.tolist())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _tune(args) -> int:
@@ -420,6 +589,8 @@ def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "bench":
         from .profiling import step_bench
 

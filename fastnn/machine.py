@@ -28,7 +28,7 @@ def fingerprint() -> str:
     """CPU, cores, architecture and the versions that decide which kernel is fastest."""
     import numba
 
-    from . import __version__
+    from ._version import __version__
     from .kernels.common import gemm
 
     return "|".join([cpu_name(), str(os.cpu_count()), platform.machine(), __version__,
@@ -42,7 +42,8 @@ def info_lines() -> list[str]:
     import scipy
     from threadpoolctl import threadpool_info
 
-    from . import __version__, kernels, threads
+    from . import kernels, threads
+    from ._version import __version__
     from .kernels import jit, variant
     from .kernels.common import gemm  # (also loads scipy's BLAS, so that threadpoolctl lists it)
 

@@ -38,7 +38,8 @@ def _real(value, name, low=None, high=None, low_open=False, high_open=False) -> 
     if bad:
         lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
         hi = "" if high is None else f"{high}" + (")" if high_open else "]")
-        where = f"in {lo}{hi}" if lo and hi else (f">= {low}" if lo else "finite")
+        where = f"in {lo}{hi}" if lo and hi else (
+            (f"> {low}" if low_open else f">= {low}") if lo else "finite")
         raise ValueError(f"{name}: expected a finite number {where}, got {value!r}")
     return v
 

@@ -21,10 +21,13 @@ The parts, in the order ``train`` uses them:
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -43,6 +46,11 @@ from .validation import (as_numeric_array, check_finite, check_inputs, check_lr,
 # In full-batch runs every step is an epoch; a snapshot of the params (the fallback when a
 # diverging step has already made them non-finite) is taken at most this often.
 SNAPSHOT_STEPS = 32
+# A block of steps (one compiled call) lasts about this long: Ctrl-C, the progress bar and the
+# epoch's figures wait at most that, and a block's Python round trip (~50 us) stays negligible.
+# The first block after the first step (which includes the compile) probes the step time.
+BLOCK_SECONDS = 0.25
+PROBE_STEPS = 16
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -56,6 +64,17 @@ class DivergenceError(ValueError):
     def __init__(self, message, result):
         super().__init__(message)
         self.result = result
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at a step boundary.  ``.result`` holds the ``TrainResult`` so far
+    (its parameters are those after the last step taken); ``.checkpoint`` is the checkpoint
+    written there (None when the run had none), from which ``resume=`` continues."""
+
+    def __init__(self, message, result, checkpoint=None):
+        super().__init__(message)
+        self.result = result
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -89,6 +108,8 @@ class TrainResult:
     best_epoch: Optional[int] = None
     optimizer: Optional[Optimizer] = None
     ran: Optional[str] = None  # the variant that ran: for kernel="auto", the one it chose
+    resumed_from: Optional[int] = None  # the checkpoint's step, for a resumed run
+    interrupted: bool = False  # stopped by Ctrl-C (train raises TrainingInterrupted with it)
 
     @property
     def diverged(self) -> bool:
@@ -118,7 +139,8 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
           kernel=kernels.DEFAULT, params=None, dtype=None,
           callback: Optional[Callable[[int, float], None]] = None, callback_every: int = 1,
           whole_loop: Optional[bool] = None, checkpoint=None, checkpoint_every=None,
-          resume=None, progress=False, on_divergence="warn", threads=None) -> TrainResult:
+          resume=None, progress=False, on_divergence="warn", threads=None,
+          info=None, epoch_callback=None) -> TrainResult:
     """Train the network on ``(x, y)``.
 
     Data: ``x (N, n)``; ``y (N, k)`` or ``(N,)`` for one output with ``loss="squared"``, integer
@@ -151,12 +173,20 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     Checkpoints: ``checkpoint=PATH`` with ``checkpoint_every=N`` steps (and at the end) saves
     params, optimiser state and position atomically; ``resume=PATH`` continues from one (the same
     data and settings; ``seed`` may be omitted), ending bitwise equal to an uninterrupted run.
+    ``PATH`` must be new or a fastnn checkpoint (no other file is ever replaced), in a folder
+    that exists: checked before any step.  ``info``: a JSON-able dict every checkpoint carries
+    (``fastnn train`` records the class labels, the feature names and its settings there, so a
+    checkpoint is a usable model).  Ctrl-C stops at the next step boundary (within
+    ``BLOCK_SECONDS``), writes the checkpoint and raises ``TrainingInterrupted`` with the
+    result so far.
 
     New parameters come from ``init_params(n, hidden, k, init=init, dtype=dtype, seed=seed)``;
     or pass ``params`` to continue from them (they are copied, never modified).  ``dtype``
     defaults to the params' dtype, else x's when it is float32/float64, else float64.
     ``callback(t, loss)`` is called for every step, in order, possibly in bursts of
-    ``callback_every``.  ``threads``: Numba and BLAS threads for this run (together; the
+    ``callback_every``; ``epoch_callback(epoch, losses, params)`` after each epoch with its step
+    losses and the current params (to read, not to keep: they change), and training stops
+    there when it returns True (the estimators' scikit-learn stopping rules use it).  ``threads``: Numba and BLAS threads for this run (together; the
     previous count is restored afterwards; None keeps the current setting).  ``kernel``: a
     variant's name or ``"auto"`` (chosen once for the run, ``result.ran``).  ``whole_loop``: run
     the steps inside one compiled call per epoch or burst (identical numbers); ``None`` uses it
@@ -173,25 +203,35 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     _check_options(iters, epochs, on_divergence, callback_every, whole_loop)
     every = None if checkpoint_every is None else _positive_int(checkpoint_every,
                                                                 "checkpoint_every")
+    if checkpoint is not None:  # before any work: a bad path fails now, not at the first save
+        checkpoint = ckpt_io.check_target(checkpoint)
     params, x, y = setup_params(x, y, params=params, hidden=hidden, dtype=dtype, init=init,
                                 seed=cfg.seed, loss=loss, resumed=resumed)
     check_lr(opt.lr, params.dtype)
-    x, y, x_val, y_val = split(x, y, params, loss, validation_data, validation_fraction, cfg.seed)
+    rows, x_val, y_val = split(x, y, params, loss, validation_data, validation_fraction, cfg.seed)
 
-    m = x.shape[0]
+    m = x.shape[0] if rows is None else rows.shape[0]
     batch = m if batch_size is None else min(_positive_int(batch_size, "batch_size"), m)
     per_epoch = -(-m // batch)
+    if rows is not None and per_epoch == 1:  # full batches: gather the training rows once
+        x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
     total = (_positive_int(iters, "iters") if iters is not None else
              _positive_int(epochs, "epochs") * per_epoch)
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
     with num_threads(threads):
-        variant, whole = choose_variant(kernel, whole_loop, params, x[:batch], y[:batch],
-                                        resumed, opt)
-        run = _Run(variant, whole, opt, params, (x, y), (x_val, y_val), total, cfg, kernel)
+        first = slice(0, batch) if rows is None else rows[:batch]
+        variant, whole = choose_variant(kernel, whole_loop, params, x[first], y[first], resumed,
+                                        opt)
+        run = _Run(variant, whole, opt, params, (x, y, rows), (x_val, y_val), total, cfg, kernel,
+                   info, epoch_callback)
         if resumed is not None:
             run.restore(resumed, resume)
         run.execute(callback, callback_every, checkpoint, every, progress)
     result = run.result()
+    if run.interrupted:
+        where = f"; checkpoint {checkpoint} written there" if checkpoint is not None else ""
+        raise TrainingInterrupted(f"training interrupted by Ctrl-C after step "
+                                  f"{result.n_steps}{where}", result, checkpoint)
     if result.diverged:
         _report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
     return result
@@ -225,12 +265,11 @@ class RunConfig:
                    patience=_positive_int(patience, "patience"), tol=float(tol))
 
     def with_data(self, batch, n_samples, validation) -> "RunConfig":
-        return RunConfig(**dict(asdict(self), batch=batch, n_samples=n_samples,
-                                validation=validation))
+        return replace(self, batch=batch, n_samples=n_samples, validation=validation)
 
     def as_meta(self) -> dict:
         """The settings as a checkpoint records them (the keys of earlier checkpoints)."""
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _optimizer(optimizer, lr, **hyper) -> Optimizer:
@@ -312,9 +351,11 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 
 
 def split(x, y, params, loss, validation_data, validation_fraction, seed):
-    """``(x, y, x_val, y_val)``: the training rows and the validation rows (None, None without
-    validation): ``validation_data`` as given, or ``validation_fraction`` of the rows, drawn
-    from ``seed``'s own stream (the training rows keep their order)."""
+    """``(rows, x_val, y_val)``: the training rows of ``x`` (None: all of them) and the
+    validation data (None, None without validation): ``validation_data`` as given, or
+    ``validation_fraction`` of the rows, drawn from ``seed``'s own stream.  The training rows
+    stay where they are in ``x`` (in order): the steps gather each batch from them, so the data
+    is never copied (an index array of the rows is)."""
     if validation_data is not None and validation_fraction is not None:
         raise TypeError("train: pass validation_data or validation_fraction, not both")
     if validation_data is not None:
@@ -324,9 +365,9 @@ def split(x, y, params, loss, validation_data, validation_fraction, seed):
         y_val = check_targets(validation_data[1], params, x_val.shape[0], loss)
         check_finite(x_val, "validation_data x")
         check_finite(y_val, "validation_data y")
-        return x, y, x_val, y_val
+        return None, x_val, y_val
     if validation_fraction is None:
-        return x, y, None, None
+        return None, None, None
     f = validation_fraction
     if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
         raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
@@ -335,8 +376,7 @@ def split(x, y, params, loss, validation_data, validation_fraction, seed):
         raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training rows")
     order = _rng(seed, 1).permutation(x.shape[0])
     val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return (np.ascontiguousarray(x[train_rows]), np.ascontiguousarray(y[train_rows]),
-            x[val_rows], y[val_rows])
+    return train_rows, x[val_rows], y[val_rows]
 
 
 # --- the variant and the dispatch -----------------------------------------------------------------
@@ -381,17 +421,20 @@ def run_steps(variant, whole, params, x, y, opt, grads, out, loss_kind, batch, b
 
 
 def next_stop(step, total, per_epoch, *, bulk, burst, callback_every=None,
-              checkpoint_every=None) -> int:
+              checkpoint_every=None, limit=None) -> int:
     """Where the block of steps that starts at ``step`` ends (exclusive).
 
     A block never crosses an epoch's end (the epoch's curves, validation and early stopping run
     between blocks), except in ``bulk`` runs (full-batch, nothing to do at epoch ends), whose
     blocks are ``burst`` steps.  The first step runs alone (its time isolates the compile or
     cache load).  With a callback, blocks end every ``callback_every`` steps (counted from step
-    1); with checkpoints, at every multiple of ``checkpoint_every``."""
+    1); with checkpoints, at every multiple of ``checkpoint_every``; and no block is longer
+    than ``limit`` steps (the trainer's ``BLOCK_SECONDS`` of them)."""
     if step == 0:
         return 1
     stop = min(total, step + burst) if bulk else min(total, (step // per_epoch + 1) * per_epoch)
+    if limit is not None:
+        stop = min(stop, step + limit)
     if callback_every is not None:
         stop = min(stop, step + callback_every - (step - 1) % callback_every)
     if checkpoint_every is not None:
@@ -416,12 +459,14 @@ class _Run:
     it and ``restore`` can bring it back exactly."""
 
     def __init__(self, variant, whole, opt, params, data, validation, total, cfg: RunConfig,
-                 kernel):
+                 kernel, info=None, epoch_callback=None):
         self.variant, self.whole, self.opt, self.kernel = variant, whole, opt, kernel
-        self.params, (self.x, self.y), (self.x_val, self.y_val) = params, data, validation
+        self.info, self.epoch_callback = info, epoch_callback
+        self.params, (self.x, self.y, self.rows) = params, data
+        self.x_val, self.y_val = validation
         self.kind = loss_codes.kind(cfg.loss)
         self.total, self.cfg = total, cfg
-        self.m = self.x.shape[0]
+        self.m = self.x.shape[0] if self.rows is None else self.rows.shape[0]
         self.per_epoch = -(-self.m // cfg.batch)
         self.losses = np.full(total, np.nan)
         self.step = 0
@@ -437,6 +482,9 @@ class _Run:
         self.snapshot, self.snapshot_step = params.copy(), 0
         self.grads = None if opt.is_plain_sgd else Params(*(np.empty_like(p) for p in params))
         self.shuffled = cfg.shuffle and self.per_epoch > 1
+        self.interrupted = False
+        self.resumed_from: Optional[int] = None
+        self.limit = PROBE_STEPS  # steps per block, set from the measured step time
         self.order_epoch, self.order = -1, None
         self.seconds = self.first = 0.0
 
@@ -448,10 +496,13 @@ class _Run:
                     best=self.best if math.isfinite(self.best) else None,
                     best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
                     stopped_early=self.stopped_early, ran=self.variant.name)
+        if self.info is not None:
+            meta["info"] = self.info
         opt = dict(self.opt.hyperparameters(), t=self.opt.t)
         extra = {"best": self.best_params} if self.best_params is not None else {}
         ckpt_io.save(path, ckpt_io.Checkpoint(self.params, self.step, self.losses[:self.step],
-                                              opt, dict(self.opt.state), meta, extra))
+                                              opt, dict(self.opt.state), meta, extra),
+                     checked=True)
 
     def restore(self, ck: ckpt_io.Checkpoint, path):
         meta = ck.meta
@@ -466,7 +517,7 @@ class _Run:
         if ck.step > self.total:
             raise ValueError(f"resume: checkpoint {path!r} is at step {ck.step}, past this run's "
                              f"{self.total} steps")
-        self.step = ck.step
+        self.step = self.resumed_from = ck.step
         self.losses[:ck.step] = ck.losses
         self.opt.t = int(ck.optimizer.get("t", 0))
         self.opt.state = {k: v.copy() for k, v in ck.optimizer_state.items()}
@@ -483,12 +534,15 @@ class _Run:
     # --- the loop ---
 
     def _epoch_order(self, epoch):
-        """This epoch's row order (None: the rows in place).  The kernels gather each batch's
-        rows right before its step: no shuffled copy of the whole data set."""
+        """This epoch's rows of ``x`` in order (None: all rows in place).  The kernels gather each
+        batch's rows right before its step: no shuffled copy of the whole data set, and none of
+        the training rows when a validation fraction is held out."""
         if not self.shuffled:
-            return None
+            return self.rows
         if self.order_epoch != epoch:
             self.order = reference.epoch_order(self.cfg.seed, epoch, self.m)
+            if self.rows is not None:
+                self.order = self.rows[self.order]
             self.order_epoch = epoch
         return self.order
 
@@ -518,6 +572,9 @@ class _Run:
                 self.bad_epochs += 1
                 if self.bad_epochs >= self.cfg.patience:
                     self.stopped_early = True
+        if self.epoch_callback is not None and self.epoch_callback(
+                epoch, self.losses[first:first + self.per_epoch], self.params):
+            self.stopped_early = True
         self._snapshot_after(min(self.per_epoch, SNAPSHOT_STEPS))
 
     def _snapshot_after(self, steps):
@@ -554,30 +611,37 @@ class _Run:
         bar = _progress_bar(self, progress)
         # Epoch-end work (curves, validation, early stopping) runs between blocks; in full-batch
         # runs without it, many steps (epochs of one step) run per block.
-        bulk = self.per_epoch == 1 and self.x_val is None and not self.cfg.early_stopping
+        bulk = (self.per_epoch == 1 and self.x_val is None and not self.cfg.early_stopping
+                and self.epoch_callback is None)
         burst = callback_every if callback is not None else self.total
-        if bar is not None:
-            burst = min(burst, max(1, self.total // 20))  # ~20 bar updates, not one per step
         t0 = time.perf_counter()
-        while self.step < self.total and not self.stopped_early:
-            start = self.step
-            stop = next_stop(start, self.total, self.per_epoch, bulk=bulk, burst=burst,
-                             callback_every=callback_every if callback is not None else None,
-                             checkpoint_every=every)
-            done = self._run_steps(start, stop)
-            if start == 0:
-                self.first = time.perf_counter() - t0
-            self.step = start + done
-            if not np.isfinite(self.losses[self.step - 1]):
-                self._diverged()
-                break
-            if callback is not None:
-                for t in range(start, self.step):
-                    callback(t, float(self.losses[t]))
-            self._after_block(start, bulk)
-            if checkpoint is not None and every is not None and self.step % every == 0:
-                self.save(checkpoint)
-            _update_bar(bar, self, start)
+        with _stop_on_interrupt() as interrupt_requested:
+            while self.step < self.total and not self.stopped_early:
+                start = self.step
+                stop = next_stop(start, self.total, self.per_epoch, bulk=bulk, burst=burst,
+                                 callback_every=callback_every if callback is not None else None,
+                                 checkpoint_every=every, limit=self.limit)
+                began = time.perf_counter()
+                done = self._run_steps(start, stop)
+                if start == 0:
+                    self.first = time.perf_counter() - t0
+                else:  # steps worth BLOCK_SECONDS in the next block
+                    per_step = (time.perf_counter() - began) / done
+                    self.limit = max(1, int(BLOCK_SECONDS / max(per_step, 1e-9)))
+                self.step = start + done
+                if not np.isfinite(self.losses[self.step - 1]):
+                    self._diverged()
+                    break
+                if callback is not None:
+                    for t in range(start, self.step):
+                        callback(t, float(self.losses[t]))
+                self._after_block(start, bulk)
+                if checkpoint is not None and every is not None and self.step % every == 0:
+                    self.save(checkpoint)
+                _update_bar(bar, self, start)
+                if interrupt_requested():
+                    self.interrupted = True
+                    break
         self.seconds = time.perf_counter() - t0
         if self.diverged_at is None:
             self.losses = self.losses[:self.step]
@@ -593,7 +657,8 @@ class _Run:
                            self.seconds, self.first, np.array(self.epoch_losses, np.float64),
                            np.array(self.val_losses, np.float64), self.per_epoch,
                            self.cfg.seed, self.diverged_at, self.stopped_early,
-                           self.best_epoch, self.opt, self.variant.name)
+                           self.best_epoch, self.opt, self.variant.name, self.resumed_from,
+                           self.interrupted)
 
 
 def _progress_bar(run: _Run, progress):
@@ -606,10 +671,40 @@ def _progress_bar(run: _Run, progress):
 
 
 def _update_bar(bar, run: _Run, start):
+    """The bar after a block: the epoch, the last step's loss and the epoch's mean so far (set
+    before the bar moves, so the line drawn shows them, not the previous block's)."""
     if bar is None:
         return
-    bar.update(run.step - start)
-    post = {"loss": f"{run.losses[run.step - 1]:.4g}"}
+    epoch = (run.step - 1) // run.per_epoch
+    post = {"epoch": f"{epoch + 1}/{-(-run.total // run.per_epoch)}",
+            "loss": f"{run.losses[run.step - 1]:.4g}"}
+    if run.per_epoch > 1:
+        post["epoch mean"] = f"{np.mean(run.losses[epoch * run.per_epoch:run.step]):.4g}"
     if run.val_losses:
         post["val"] = f"{run.val_losses[-1]:.4g}"
     bar.set_postfix(post, refresh=False)
+    bar.update(run.step - start)
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """Ctrl-C (SIGINT) during training ends it at the next step boundary instead of wherever
+    Python happens to be: yields a function telling whether it was pressed.  A second Ctrl-C
+    interrupts at once, as usual.  Only the main thread receives signals: elsewhere nothing
+    changes."""
+    pressed = []
+    previous = signal.getsignal(signal.SIGINT)
+    if (threading.current_thread() is not threading.main_thread()
+            or previous in (signal.SIG_IGN, None)):
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        pressed.append(True)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)

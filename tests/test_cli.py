@@ -53,7 +53,7 @@ def test_train_data_file_problems(tmp_path):
     with pytest.raises(SystemExit, match="cannot read"):
         cli.main(["train", "--data", str(tmp_path / "bad.npz")])
     np.savez(path, x=np.ones((3, 2)), y=np.array([1.0, np.nan, 2.0]))
-    with pytest.raises(SystemExit, match="y: contains NaN"):
+    with pytest.raises(SystemExit, match="array y has nan at row 2"):
         cli.main(["train", "--data", str(path), "--hidden", "2"])
 
 

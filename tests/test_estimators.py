@@ -123,7 +123,7 @@ def test_estimators_work_without_scikit_learn():
         x = rng.standard_normal((200, 4)); labels = np.where(x[:, 0] > 0, "yes", "no")
         clf = fastnn.MLPClassifier(16, epochs=100, batch_size=32, learning_rate=1e-2,
                                    random_state=0)
-        assert clf.get_params()["hidden"] == 16
+        assert clf.get_params()["hidden_layer_sizes"] == 16
         clf.set_params(hidden=24)
         assert clf.fit(x, labels) is clf and clf.score(x, labels) > 0.9
         reg = fastnn.MLPRegressor(16, epochs=100, batch_size=32, learning_rate=1e-2,

@@ -105,3 +105,75 @@ def test_next_stop_schedule(kw, starts):
         assert step < stop <= total
         step = stop
     assert got == starts
+
+
+def import_graph() -> dict:
+    """``{module: {modules it imports}}`` for every fastnn module, from its source: every import
+    statement, at module level or inside a function (a cycle through a lazy import is still a
+    cycle of design), plus the parent packages a submodule import runs (except the root's and
+    the importing module's own, which are loaded before it)."""
+    import ast
+
+    root = os.path.dirname(fastnn.__file__)
+    modules = {}
+    for folder, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, f), os.path.dirname(root))
+                name = rel[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                modules[name] = os.path.join(folder, f)
+
+    def parents(name):
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(2, len(parts))}
+
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                subs = [f"{base}.{a.name}" for a in node.names]
+                # ``from pkg import x``: the submodule pkg.x where there is one, else pkg itself
+                targets = [s for s in subs if s in modules]
+                if node.module or len(targets) < len(subs):
+                    targets.append(base)
+            else:
+                continue
+            for t in targets:
+                if t in modules and t != name:
+                    deps.add(t)
+                    # parents of t other than this module's own (those are loaded already)
+                    deps |= parents(t) - parents(name) - {name}
+        graph[name] = deps
+    return graph
+
+
+def test_no_import_cycles():
+    """The layout's import rule: no module reaches itself through its imports (the registry
+    never reaches up into autotune, thread control never into a module that imports it, ...)."""
+    graph = import_graph()
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                cycle = path[path.index(dep):] + [dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    kernels = {d for n, deps in graph.items() if n.startswith("fastnn.kernels") for d in deps}
+    assert {d for d in kernels if not d.startswith("fastnn.kernels")} <= {
+        "fastnn.params", "fastnn.reference"}

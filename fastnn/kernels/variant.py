@@ -97,7 +97,10 @@ _local = threading.local()
 
 def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
     """A reusable uninitialised buffer, private to the calling thread; one per ``name``."""
-    bufs = _local.__dict__.setdefault("bufs", {})
+    try:
+        bufs = _local.bufs
+    except AttributeError:
+        bufs = _local.bufs = {}
     buf = bufs.get(name)
     if buf is None or buf.shape != shape or buf.dtype != dtype:
         buf = np.empty(shape, dtype)
@@ -127,7 +130,7 @@ def applied_grads(params: Params) -> Params:
 def batches(params: Params, x, batch, start, order) -> Batches:
     """The minibatch arguments of a compiled loop (an empty ``order``: the rows in place, no
     gathering)."""
-    m, n, _, k, dt = sizes(params, x.shape[0])
+    m, n, _, k, dt = sizes(params, x.shape[0] if order is None else order.shape[0])
     batch, _ = blocks(m, batch)
     if order is None:
         return Batches(np.empty(0, np.int64), scratch("xb", (1, n), dt), scratch("yb", (1, k), dt),
@@ -252,6 +255,40 @@ def _no_guard(params, m):
 BLAS_POOLS = {gemm.MKL_CBLAS: "mkl", gemm.NUMPY_CBLAS: "numpy", gemm.SCIPY_F77: "scipy"}
 
 
+class Direct:
+    """A compiled kernel, called straight into its machine code once its types are known.
+
+    Numba's dispatcher works out the type of every argument on every call: about 1 us for each
+    NamedTuple here, 3-5 us a step, a quarter of a 1x1x1x1 step.  Within the adapters below the
+    types follow from the data's dtype and layout alone (the step contract: C-contiguous,
+    aligned, writeable arrays of one float dtype; the kernels' own NamedTuples of those), so the
+    first call for a ``key`` (the dtype and the layouts of ``x``, ``y``) goes through the
+    dispatcher and later calls go to the compiled function it chose."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.entries = {}
+
+    def __call__(self, key, *args):
+        entry = self.entries.get(key)
+        if entry is not None:
+            return entry(*args)
+        result = self.dispatcher(*args)
+        types = tuple(self.dispatcher.typeof_pyval(a) for a in args)
+        compiled = self.dispatcher.overloads.get(types)
+        if compiled is not None:  # else (never seen so far) the dispatcher serves every call
+            self.entries[key] = compiled.entry_point
+        return result
+
+
+def layout_key(params: Params, x, y=None):
+    """What decides the argument types of a kernel call: the dtype, and whether ``x`` and ``y``
+    are C-contiguous (the contract says they are; a caller that broke it gets the dispatcher's
+    own typing, never machine code compiled for another layout)."""
+    return (params.w1.dtype, x.flags.c_contiguous and x.flags.writeable,
+            y is None or (y.flags.c_contiguous and y.flags.writeable))
+
+
 def count_updates(optimizer, losses, done) -> int:
     """Advance ``optimizer.t`` by the updates a compiled loop made: ``done`` steps, less the
     last if its loss was not finite (that step made none).  Returns ``done``."""
@@ -270,43 +307,56 @@ def compiled_variant(name: str, description: str, *, step, predict, work, train_
         def guard(params, m):
             return parallel_guard(params, m, blas_inside="+" in pool)
     pool = pool.replace("blas", BLAS_POOLS[backend])
+    step_, predict_ = Direct(step), Direct(predict)
+    sgd_loop_, optim_loop_ = Direct(train_loop), Direct(train_loop_optim)
+    last = threading.local()
+
+    def step_work(params, m):
+        """``work(params, m, backend)``: the same tuple again while the shapes stay (building it
+        costs ~2 us, a tenth of a 1x1x1x1 step).  Per thread, like the scratch it holds."""
+        key = (m, params.w2.shape, params.w1.shape[0], params.dtype)
+        memo = getattr(last, "memo", None)
+        if memo is None or memo[0] != key:
+            memo = last.memo = (key, work(params, m, backend, True))
+        return memo[1]
 
     def _predict(params, x):
         m, n, h, k, dt = sizes(params, x.shape[0])
         z2 = np.empty((m, k), dt)
         with guard(params, m):
-            predict(x, params, work(params, m, backend, False), z2)
+            predict_(layout_key(params, x), x, params, work(params, m, backend, False), z2)
         return z2
 
     def _loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None):
         m = x.shape[0]
         grads = new_grads(params) if grads is None else grads
         with guard(params, m):
-            loss = step(x, y, params, grads, work(params, m, backend, True),
-                        params.dtype.type(0.0), False, loss_kind)
+            loss = step_(layout_key(params, x, y), x, y, params, grads,
+                         step_work(params, m), params.dtype.type(0.0), False,
+                         loss_kind)
         return loss, grads
 
     def _sgd_step(params, x, y, lr, loss_kind=SQUARED):
         m = x.shape[0]
         with guard(params, m):
-            return step(x, y, params, applied_grads(params), work(params, m, backend, True),
-                        params.dtype.type(lr), True, loss_kind)
+            return step_(layout_key(params, x, y), x, y, params, applied_grads(params),
+                         step_work(params, m), params.dtype.type(lr), True, loss_kind)
 
     def _train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
                     order=None):
         b = batches(params, x, batch, start, order)
         with guard(params, b.size):
-            return train_loop(x, y, params, applied_grads(params),
-                              work(params, b.size, backend, True), params.dtype.type(lr),
-                              loss_kind, b, losses)
+            return sgd_loop_(layout_key(params, x, y), x, y, params, applied_grads(params),
+                             step_work(params, b.size), params.dtype.type(lr),
+                             loss_kind, b, losses)
 
     def _train_loop_optim(params, x, y, optimizer, grads, losses, loss_kind=SQUARED, batch=None,
                           start=0, order=None):
         b = batches(params, x, batch, start, order)
         state = optimizer.kernel_state(params)
         with guard(params, b.size):
-            done = train_loop_optim(x, y, params, grads, work(params, b.size, backend, True),
-                                    state, loss_kind, b, losses)
+            done = optim_loop_(layout_key(params, x, y), x, y, params, grads,
+                               step_work(params, b.size), state, loss_kind, b, losses)
         return count_updates(optimizer, losses, done)
 
     return Variant(name, description, _predict, _loss_and_grads, _sgd_step, _train_loop,

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -89,6 +90,10 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
             rows.append(dict(kernel=name, stage=stage, us=med * 1e6, us_min=min(ta) * 1e6,
                              us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) / per * 1e6,
                              gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio))
+            if name == "auto":  # what auto ran: its remembered choice for this shape
+                from ..autotune import resolve
+
+                rows[-1]["ran"] = resolve(name, params, x, y, measure=False).name
     return rows
 
 
@@ -308,6 +313,7 @@ def main(args) -> int:
           f"{args.rounds} rounds (min-max over rounds), {args.settle} s idle before each block")
     report = run(shapes, dtypes, kernels, stages, threads=args.threads, rounds=args.rounds,
                  budget=args.budget, settle=args.settle, compile=args.compile, vs=vs)
+    report.update(date=time.strftime("%Y-%m-%d"), command="fastnn " + " ".join(sys.argv[1:]))
     print()
     print(format_table(report["rows"]))
     if args.plot:

@@ -3,8 +3,9 @@
 An epoch of ``m`` rows in batches of ``size`` has ``ceil(m / size)`` blocks; block ``b`` holds
 the rows at positions ``[s, e)`` with ``s = (b % n_blocks) * size`` and ``e = min(s + size, m)``,
 so the last block may be partial and blocks wrap around (``b`` and ``b + n_blocks`` are the same
-block).  The positions are rows of ``x``/``y`` themselves, or, in a shuffled epoch, indices into
-that epoch's row ``order``.  ``fastnn.reference.train`` defines the same blocks in plain numpy.
+block).  The positions are rows of ``x``/``y`` themselves (``m`` = all of them), or indices into
+the epoch's row ``order`` (``m = len(order)``: a shuffled epoch, or the training rows of a set
+whose validation rows are held out).  ``fastnn.reference.train`` defines the same blocks in plain numpy.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ..jit import JIT_OPTIONS
 class Batches(NamedTuple):
     """The minibatch arguments of a compiled training loop.
 
-    ``order``: the epoch's row order (int64), or an empty array for the rows in place.
+    ``order``: the epoch's rows of ``x`` in order (int64), or an empty array for all rows in
+    place.
     ``xb (size, n)``, ``yb (size, k)``: where a shuffled batch's rows are gathered (unused, and
     may be one row, when ``order`` is empty).  ``size``: rows per batch.  ``start``: the block of
     the loop's first step.
@@ -45,7 +47,7 @@ def minibatch(x, y, b, t):
     ``x[s:e]``, ``y[s:e]`` (views) when ``b.order`` is empty, else rows ``b.order[s:e]`` of ``x``
     and ``y`` gathered into ``b.xb``, ``b.yb``.  Gathering a batch right before its step leaves it
     in cache for the first matmul, and needs no second copy of the whole data set."""
-    m = x.shape[0]
+    m = b.order.shape[0] if b.order.shape[0] else x.shape[0]
     size = b.size
     s = ((b.start + t) % ((m + size - 1) // size)) * size
     e = min(s + size, m)
@@ -66,7 +68,7 @@ def minibatch(x, y, b, t):
 def batch_rows(x, y, order, block, size=None):
     """``minibatch`` in Python: block ``block``'s rows as C-contiguous arrays, ``x[s:e]``,
     ``y[s:e]`` (views), or with ``order`` the rows ``order[s:e]`` (copies)."""
-    m = x.shape[0]
+    m = x.shape[0] if order is None else order.shape[0]
     size, n_blocks = blocks(m, size)
     s = (block % n_blocks) * size
     e = min(s + size, m)

@@ -1,0 +1,39 @@
+"""Rewrite the measured sections of README.md and docs/optimisation.md from a ``fastnn bench
+--json`` report (default: docs/results.json), between their ``<!-- results:... -->`` markers.
+
+    fastnn bench --shapes 1x1x1x1,seed,200x64x100x10,mnist,medium,256x100x50x100 \\
+        --dtype float64,float32 --rounds 9 --compile --json docs/results.json
+    python dev/update_results.py            # then commit the JSON and the two files
+
+``tests/test_docs.py`` fails when the files and the JSON disagree.
+"""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from fastnn.profiling.report import fill  # noqa: E402
+
+DOCS = ["README.md", os.path.join("docs", "optimisation.md")]
+
+
+def main(path=os.path.join(ROOT, "docs", "results.json")) -> int:
+    with open(path) as f:
+        report = json.load(f)
+    for name in DOCS:
+        target = os.path.join(ROOT, name)
+        with open(target) as f:
+            text = f.read()
+        new = fill(text, report)
+        if new != text:
+            with open(target, "w") as f:
+                f.write(new)
+            print(f"updated {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

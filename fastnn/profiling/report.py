@@ -1,0 +1,128 @@
+"""The results table of the docs, generated from a ``fastnn bench --json`` report.
+
+README.md and docs/optimisation.md carry the same measurements between markers::
+
+    <!-- results:table -->            the table: x the careful numpy step, per shape and kernel
+    ...
+    <!-- /results -->
+    <!-- results:rung=tiled -->       one line per rung of the ladder: its range over the table
+    ...
+    <!-- /results -->
+
+``dev/update_results.py`` rewrites everything between the markers from the committed JSON
+(``docs/results.json``), and a test checks that the docs hold exactly what this module makes of
+it, so the README, the ladder and the measurements cannot disagree or go stale.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+MARKER = re.compile(r"(<!-- results:(?P<what>[\w=\-]+) -->\n)(?P<body>.*?)(<!-- /results -->)",
+                    re.S)
+
+
+def _blas(report) -> str:
+    for line in report["machine"]:
+        if line.startswith("fused BLAS"):
+            name = line.split()[2].rstrip(":")
+            return {"numpy": "numpy's OpenBLAS", "mkl": "Intel MKL", "scipy": "scipy's BLAS"}.get(
+                name, name)
+    return "?"
+
+
+def _cpu(report) -> str:
+    for line in report["machine"]:
+        if line.startswith("cpu "):
+            return line[4:].strip()
+    return "?"
+
+
+def _rows(report, stage="step"):
+    return [r for r in report["rows"] if r["stage"] == stage]
+
+
+def kernels_of(report, stage="step") -> list[str]:
+    return list(dict.fromkeys(r["kernel"] for r in _rows(report, stage)))
+
+
+def table(report, stage="step") -> str:
+    """One row per (shape, dtype), one column per kernel: x the careful numpy step (paired
+    median), with ``auto``'s choice; then the GFLOP/s and % of the BLAS peak of the fastest."""
+    rows = _rows(report, stage)
+    names = kernels_of(report, stage)
+    head = ["shape (m x n x h x k)", "dtype"] + [f"`{n}`" for n in names] + \
+        ["`auto` ran", "fastest: GFLOP/s (% of peak)"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---", "---"] + ["---:"] * len(names) + ["---", "---:"]) + "|"]
+    for shape, dtype in dict.fromkeys((r["shape_name"], r["dtype"]) for r in rows):
+        sel = {r["kernel"]: r for r in rows if r["shape_name"] == shape and r["dtype"] == dtype}
+        cells = [f"{sel[n]['x_vs_numpy']:.2f}x" if n in sel else "" for n in names]
+        best = max((r for n, r in sel.items() if n != "auto"), key=lambda r: r["x_vs_numpy"])
+        ran = sel.get("auto", {}).get("ran", "")
+        label = "x".join(map(str, sel[names[0]]["shape"]))
+        if shape != label:
+            label = f"{shape} ({label})"
+        lines.append("| " + " | ".join(
+            [label, dtype] + cells + [f"`{ran}`" if ran else "",
+                                      f"`{best['kernel']}` {best['gflops']:.3g} "
+                                      f"({best['pct_peak']:.2g}%)"]) + " |")
+    return "\n".join(lines)
+
+
+def footnote(report) -> str:
+    peaks = ", ".join(f"{dt} {v:.0f} GFLOP/s" for dt, v in report["peak_gflops"].items())
+    text = (f"x the careful numpy step (> 1: faster), median of {report['rounds']} paired rounds; "
+            f"{report['threads']} threads; BLAS for the compiled variants: {_blas(report)} (the "
+            f"default install: no MKL); BLAS peak in the run (a 2048^3 numpy matmul): {peaks}; "
+            f"CPU: {_cpu(report)}.  Measured {report.get('date', '?')} with `{report.get('command', 'fastnn bench')}`; "
+            f"all figures in `docs/results.json`.")
+    compile_rows = report.get("compile") or []
+    if compile_rows:
+        parts = [f"`{c['kernel']}` {c['cold_first_step_s']:.1f} s" for c in compile_rows
+                 if c["dtype"] == "float64"]
+        warm = [c["warm_first_step_s"] for c in compile_rows]
+        text += (f"  First step in a new process at the seed's shape, float64, empty Numba cache: "
+                 f"{', '.join(parts)}; with the cache filled {min(warm):.2f}-{max(warm):.2f} s "
+                 f"(`fastnn bench --compile`).")
+    return text
+
+
+def rung(report, name, stage="step") -> str:
+    """One line for a rung of the ladder: its range over the table, where it is best and worst,
+    and its cold compile time."""
+    rows = [r for r in _rows(report, stage) if r["kernel"] == name]
+    if not rows:
+        return f"*(no `{name}` rows in docs/results.json)*"
+    ratios = np.array([r["x_vs_numpy"] for r in rows])
+    lo, hi = rows[int(np.argmin(ratios))], rows[int(np.argmax(ratios))]
+
+    def where(r):
+        return f"{r['shape_name']} {r['dtype']}"
+
+    pct = [r["pct_peak"] for r in rows]
+    text = (f"**Measured** (`docs/results.json`, {len(rows)} shape/dtype pairs): "
+            f"{ratios.min():.2f}-{ratios.max():.2f}x the careful numpy step (median "
+            f"{np.median(ratios):.2f}x), up to {max(pct):.0f}% of the BLAS peak; best at "
+            f"{where(hi)}, worst at {where(lo)}.")
+    cold = [c for c in report.get("compile") or [] if c["kernel"] == name
+            and c["dtype"] == "float64"]
+    if cold:
+        text += f"  Cold first step (compile) {cold[0]['cold_first_step_s']:.1f} s."
+    return text
+
+
+def section(report, what: str) -> str:
+    """The text between one pair of markers: ``table`` or ``rung=NAME``."""
+    if what == "table":
+        return table(report) + "\n\n" + footnote(report)
+    if what.startswith("rung="):
+        return rung(report, what.split("=", 1)[1])
+    raise ValueError(f"unknown results marker {what!r}")
+
+
+def fill(text: str, report) -> str:
+    """``text`` with every marked section regenerated from ``report``."""
+    return MARKER.sub(lambda m: m.group(1) + section(report, m.group("what")) + "\n" +
+                      m.group(4), text)
