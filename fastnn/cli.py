@@ -587,6 +587,17 @@ def _plot(result, path: str, title: str) -> None:
 
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
+    try:
+        return _command(args)
+    except KeyboardInterrupt:  # outside training (which stops at a step): loading, compiling
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the output piped into a command that stopped reading (| head)
+        sys.stderr.close()
+        return 0
+
+
+def _command(args) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "predict":

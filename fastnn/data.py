@@ -187,10 +187,16 @@ def load_features(path: str, n: int, names=None, target=None) -> np.ndarray:
 
 
 def _read_csv(path):
-    """``(header, rows, line numbers)``, blank lines skipped, every row as long as the header."""
+    """``(header, rows, line numbers)``, blank lines skipped, every row as long as the header.
+    A byte-order mark (spreadsheet exports) is dropped; the delimiter may be a comma, a
+    semicolon or a tab (whichever the header uses)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+            f.seek(0)
+            counts = {d: first.count(d) for d in ",;\t"}
+            reader = csv.reader(f, delimiter=max(counts, key=counts.get) if any(
+                counts.values()) else ",")
             found = []
             for row in reader:
                 if any(v.strip() for v in row):

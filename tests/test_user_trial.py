@@ -228,6 +228,27 @@ def test_bad_values_in_a_csv_name_the_line_and_the_column(tmp_path):
     assert res.returncode != 0 and "line 6, column 'f2': 'tall' is not a number" in res.stderr
 
 
+def test_spreadsheet_csv_files_semicolons_and_a_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeff".encode() + IRIS_LIKE.replace(",", ";").encode())
+    res = _run("train", "--data", str(path), "--target", "species", "--task", "classify",
+               "--epochs", "1", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "n=3" in res.stdout and "out=3" in res.stdout
+
+
+def test_ctrl_c_before_training_is_not_a_traceback(tmp_path):
+    """Ctrl-C while the command is still starting (imports, data, the first compile) ends it with
+    status 130 and a line, not a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastnn", "bench", "--shapes", "seed",
+                             "--rounds", "50"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "interrupted" in err
+
+
 def test_nan_in_npz_data_names_row_and_column_counting_from_1(tmp_path):
     path = tmp_path / "d.npz"
     x = np.ones((5, 3))
