@@ -71,8 +71,9 @@ def _train_parser(sub) -> None:
     g.add_argument("--out", type=_positive, help=f"outputs (default {e['out']})")
     g = t.add_argument_group("data")
     g.add_argument("--data", metavar="FILE",
-                   help="train on your data: .npz with arrays 'x' (m, n) and 'y', or .csv with a "
-                        "header row and the label column named by --target")
+                   help="train on your data: .npz with arrays 'x' (m, n) and 'y', .csv with a "
+                        "header row and the label column named by --target, or .npy of x "
+                        "(memory-mapped) with --target naming the .npy of y")
     g.add_argument("--target", help="the label column of a .csv (default y)")
     g.add_argument("--task", choices=["regress", "classify"],
                    help="regress: squared error; classify: softmax cross-entropy over the labels "
@@ -120,6 +121,13 @@ def _train_parser(sub) -> None:
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
     g.add_argument("--alpha", type=float, help="L2 weight decay (default 0)")
+    g = t.add_argument_group("across processes and machines (MPI; pip install 'fastnn[mpi]')")
+    g.add_argument("--workers", type=_positive, metavar="N",
+                   help="train on N local processes: runs this command under mpiexec -n N")
+    g.add_argument("--distributed", action="store_true",
+                   help="this process is one rank of an MPI job (mpiexec -n N [-hosts a,b] "
+                        "fastnn train --distributed ...): each rank takes its share of every "
+                        "batch; rank 0 prints and writes the checkpoints")
     g = t.add_argument_group("checkpoints")
     g.add_argument("--checkpoint", metavar="FILE.npz",
                    help="save params, optimiser state, position and the model's labels and "
@@ -224,40 +232,110 @@ def _tune_parser(sub) -> None:
 
 
 def _train(args) -> int:
+    if args.workers is not None:
+        return _launch_workers(args.workers)
+    rank = _rank(args)
+    if not args.distributed:
+        return _train_here(args, rank)
+    try:
+        return _train_here(args, rank)
+    except SystemExit as exc:  # a message for the user, on one rank: every rank must end now
+        if exc.code not in (0, None):
+            from mpi4py import MPI
+
+            print(f"rank {rank}: {exc.code}", file=sys.stderr, flush=True)
+            MPI.COMM_WORLD.Abort(1)
+        raise
+
+
+def _train_here(args, rank) -> int:
+    """``fastnn train`` in this process (one rank of a job with ``--distributed``)."""
     import fastnn
 
     from .checkpoint import CheckpointError
     from .data import DataError
 
     try:
-        s = _settings(args)
-        checkpoint = _check_outputs(args, s)
+        s = _settings(args, rank)
+        checkpoint = (_check_outputs(args, s) if rank == 0 else  # only rank 0 writes
+                      args.checkpoint if args.checkpoint is not None else args.resume)
         _set_threads(args.threads)
         problem = _problem(s)
         task, classes, y, y_test = _task(s, problem)
         kwargs = _train_arguments(s, task, checkpoint, args)
     except (DataError, CheckpointError, ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn train: {exc}") from None
-    for note in problem.notes:
+    for note in problem.notes if rank == 0 else ():
         print(f"note        {note}", file=sys.stderr)
+    run = fastnn.train
+    if args.distributed:
+        from .distributed import train as run
     try:
-        result = fastnn.train(problem.x, y, info=_model_info(s, task, classes, problem), **kwargs)
+        result = run(problem.x, y, info=_model_info(s, task, classes, problem), **kwargs)
     except fastnn.TrainingInterrupted as stop:
-        return _interrupted(stop)
+        return _interrupted(stop) if rank == 0 else EXIT_INTERRUPTED
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn train: {exc}") from None
-    _summary(args, s, result, problem, y, y_test, classes)
+    if rank == 0:
+        _summary(args, s, result, problem, y, y_test, classes)
     return 1 if result.diverged else 0
 
 
-def _settings(args) -> argparse.Namespace:
+def _rank(args) -> int:
+    """This process's rank in the MPI job of ``--distributed`` (0 otherwise)."""
+    if not args.distributed:
+        return 0
+    from .distributed import mpi_available
+
+    if not mpi_available():
+        raise SystemExit("fastnn train: --distributed needs MPI: pip install 'fastnn[mpi]' "
+                         "(mpi4py and the mpich wheel)")
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()
+
+
+def _launch_workers(n) -> int:
+    """``fastnn train --workers N ...``: this same command on N local ranks, under mpiexec (the
+    one beside this Python, as the mpich wheel installs it, else the one on PATH)."""
+    import shutil
+    import subprocess
+
+    from .distributed import mpi_available
+
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = here if os.path.exists(here) else shutil.which("mpiexec")
+    if not mpi_available() or mpiexec is None:
+        raise SystemExit("fastnn train: --workers needs MPI: pip install 'fastnn[mpi]' "
+                         "(mpi4py and the mpich wheel, which brings mpiexec)")
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # this command without --workers N
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            argv.append(a)
+    cmd = [mpiexec, "-n", str(n), sys.executable, "-m", "fastnn"] + argv + ["--distributed"]
+    try:
+        return subprocess.run(cmd).returncode
+    except KeyboardInterrupt:  # mpiexec passes Ctrl-C on to the ranks, which stop together
+        return EXIT_INTERRUPTED
+
+
+def _settings(args, rank=0) -> argparse.Namespace:
     """The run's settings: the command line's, else (with --resume) the checkpoint's, else the
-    defaults (``TRAIN_SETTINGS``)."""
+    defaults (``TRAIN_SETTINGS``).  In an MPI job rank 0 reads the checkpoint for all."""
     stored = {}
-    if args.resume is not None:
+    if args.resume is not None and rank == 0:
         from .checkpoint import load
 
         stored = dict((load(args.resume).meta.get("info") or {}).get("cli") or {})
+    if args.distributed:
+        from mpi4py import MPI
+
+        stored = MPI.COMM_WORLD.bcast(stored, root=0)
+    if args.resume is not None:
         if args.iters is not None or args.epochs is not None:  # a new length replaces the old
             stored.pop("iters", None)
             stored.pop("epochs", None)
@@ -454,8 +532,10 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
     ran = ""
     if result.kernel == kernels.AUTO:
         ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
-    print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, "
-          f"threads {fastnn.get_num_threads()}")
+    threads = f"threads {fastnn.get_num_threads()}"
+    if getattr(result, "ranks", None):
+        threads = f"{result.ranks} ranks of {result.threads} thread(s)"
+    print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, {threads}")
     if result.diverged:
         print(f"diverged    at step {result.diverged_at}; kept the last finite parameters")
     if args.checkpoint or args.resume:

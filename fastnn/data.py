@@ -50,7 +50,28 @@ def load_file(path: str, target: str = "y", *, drop_missing: bool = False) -> Ta
         raise DataError(f"--data {path}: no such file")
     if path.lower().endswith(".csv"):
         return load_csv(path, target, drop_missing=drop_missing)
+    if path.lower().endswith(".npy"):
+        return load_npy(path, target)
     return load_npz(path)
+
+
+def load_npy(path: str, target: str) -> Table:
+    """Features in one ``.npy`` (memory-mapped: nothing is read until rows are used, so a rank of
+    a distributed run reads only its own) and the targets in another, named by ``target``."""
+    if not str(target).lower().endswith(".npy") or not os.path.isfile(target):
+        raise DataError(f"--data {path}: with features in an .npy, --target names the .npy of "
+                        f"the targets (one per row), got {target!r}")
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        y = np.load(target, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--data {path} / --target {target}: cannot read them as .npy "
+                        f"({exc})") from None
+    if x.ndim != 2 or x.dtype.kind not in "biuf":
+        raise DataError(f"--data {path}: expected a 2-D numeric array, got {x.dtype} {x.shape}")
+    if y.shape[0] != x.shape[0]:
+        raise DataError(f"--target {target}: {y.shape[0]} targets for {x.shape[0]} rows")
+    return Table(x, y)
 
 
 def load_npz(path: str) -> Table:
@@ -147,6 +168,12 @@ def load_features(path: str, n: int, names=None, target=None) -> np.ndarray:
     column but ``target``; from an .npz its array ``x``.  Errors name what is missing."""
     if not os.path.isfile(path):
         raise DataError(f"--data {path}: no such file")
+    if path.lower().endswith(".npy"):
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+        if x.ndim != 2 or x.shape[1] != n:
+            raise DataError(f"--data {path}: shape {x.shape}; the model takes {n} features per "
+                            f"row")
+        return x
     if not path.lower().endswith(".csv"):
         try:
             with np.load(path, allow_pickle=False) as f:

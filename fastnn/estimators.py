@@ -10,8 +10,9 @@ fastnn cannot do is an error that says so, never a silent substitute: more than 
 layer, ``solver="lbfgs"``, activations other than ReLU, the ``invscaling``/``adaptive``
 learning-rate schedules.  fastnn's own names keep working (``hidden``, ``epochs``,
 ``optimizer``, a float ``learning_rate``, ``nesterov``, ``beta1``, ``beta2``, ``eps``,
-``patience``), and ``dtype``, ``kernel``, ``threads`` are fastnn's additions.  ``kernel_`` says
-which kernel ran.
+``patience``), and ``dtype``, ``kernel``, ``threads`` are fastnn's additions, with
+``distributed=True`` to fit across the ranks of an MPI job (every rank calls ``fit`` with the
+same data; ``fastnn.distributed``).  ``kernel_`` says which kernel ran.
 
 How the objectives correspond.  scikit-learn minimises, per batch of ``B`` rows, ``data_loss +
 (alpha / (2 B)) * |W|^2`` with the squared loss ``sum((z - y)**2) / (2 B k)`` (k outputs) or the
@@ -242,7 +243,8 @@ class _MLP(_Base):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, kernel=kernels.DEFAULT, threads=None, hidden=None, epochs=None,
+                 dtype=None, kernel=kernels.DEFAULT, threads=None, distributed=False,
+                 hidden=None, epochs=None,
                  optimizer=None, nesterov=None, beta1=None, beta2=None, eps=None,
                  patience=None):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -271,6 +273,7 @@ class _MLP(_Base):
         self.dtype = dtype
         self.kernel = kernel
         self.threads = threads
+        self.distributed = distributed
         self.hidden = hidden
         self.epochs = epochs
         self.optimizer = optimizer
@@ -387,7 +390,10 @@ class _MLP(_Base):
             X.shape[1], s["hidden"], self.n_outputs_, dtype=X.dtype, seed=self._seed)
         epochs = 1 if incremental else s["max_iter"]
         stop = _Stopping(self, s, early, val, batch, x_fit.shape[0])
-        result = train(
+        run = train
+        if self.distributed:  # every rank of the MPI job calls fit with the same data
+            from .distributed import train as run
+        result = run(
             x_fit, y_fit, params=params, epochs=epochs, batch_size=batch, shuffle=self.shuffle,
             optimizer=self.optimizer_, loss=self._loss, kernel=self.kernel, threads=self.threads,
             seed=None if self._seed is None else (self._seed + self.n_iter_) % 2**32,
@@ -557,6 +563,11 @@ class _Stopping:
         self.weights = sizes / m
         self.m = m
         self.best, self.stopped, self.epochs = None, False, 0
+        self.talk = bool(est.verbose)
+        if est.distributed and self.talk:  # one rank speaks for the job
+            from .distributed import world
+
+            self.talk = world().is_root
 
     def __call__(self, epoch, losses, params) -> bool:
         est = self.est
@@ -576,13 +587,13 @@ class _Stopping:
             improved = loss <= est.best_loss_ - self.tol
             est.best_loss_ = min(est.best_loss_, loss)
         est._no_improvement = 0 if improved else est._no_improvement + 1
-        if est.verbose:
+        if self.talk:
             print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
             if self.early:
                 print(f"Validation score: {est.validation_scores_[-1]:f}")
         if est._no_improvement > self.patience:
             what = "Validation score" if self.early else "Training loss"
-            if est.verbose:
+            if self.talk:
                 print(f"{what} did not improve more than tol={self.tol:f} for "
                       f"{self.patience} consecutive epochs. Stopping.")
             self.stopped = True

@@ -61,12 +61,36 @@ def info_lines() -> list[str]:
         f"threads     fastnn {threads.get_num_threads()}, numba max {threads.max_threads()}",
         f"numba layer {layer} ({concurrency})",
         f"cache       {jit.cache_dir() if jit.CACHE else 'off'}",
-        f"fastmath    {'on (no nnan/ninf)' if jit.FASTMATH else 'off'}",
+        f"fastmath    {'on (no nnan/ninf/nsz)' if jit.FASTMATH else 'off'}",
         f"kernels     {', '.join(kernels.available())} (default {kernels.DEFAULT})",
         f"fused BLAS  {gemm.BACKEND_NAME}: {gemm.LIBRARY} (FASTNN_BLAS=mkl|numpy|scipy)",
+        f"mpi         {mpi_description()}",
     ]
     for pool in threadpool_info():
         lines.append(f"{pool['user_api']:<11} {pool['internal_api']} {pool.get('version')} "
                      f"({pool.get('architecture', '?')}), {pool['num_threads']} threads: "
                      f"{os.path.basename(pool['filepath'])}")
     return lines
+
+
+def mpi_available() -> bool:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def mpi_description() -> str:
+    """The MPI library mpi4py runs on (first line of ``MPI.Get_library_version``), or why none."""
+    if not mpi_available():
+        return "not installed (pip install 'fastnn[mpi]')"
+    import mpi4py
+
+    if "mpi4py.MPI" not in sys.modules:  # asking costs no MPI_Init (no job, no network probe)
+        mpi4py.rc.initialize = False
+        mpi4py.rc.finalize = False
+    from mpi4py import MPI
+
+    first = MPI.Get_library_version().strip().splitlines()[0]
+    return f"{' '.join(first.split())} (mpi4py {mpi4py.__version__})"

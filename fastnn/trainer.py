@@ -110,6 +110,8 @@ class TrainResult:
     ran: Optional[str] = None  # the variant that ran: for kernel="auto", the one it chose
     resumed_from: Optional[int] = None  # the checkpoint's step, for a resumed run
     interrupted: bool = False  # stopped by Ctrl-C (train raises TrainingInterrupted with it)
+    ranks: Optional[int] = None  # fastnn.distributed.train: the ranks, and threads per rank
+    threads: Optional[int] = None
 
     @property
     def diverged(self) -> bool:
@@ -459,9 +461,14 @@ class _Run:
     it and ``restore`` can bring it back exactly."""
 
     def __init__(self, variant, whole, opt, params, data, validation, total, cfg: RunConfig,
-                 kernel, info=None, epoch_callback=None):
+                 kernel, info=None, epoch_callback=None, world=None):
         self.variant, self.whole, self.opt, self.kernel = variant, whole, opt, kernel
         self.info, self.epoch_callback = info, epoch_callback
+        # ``world``: None for this process alone; else ``fastnn.distributed``'s, which runs the
+        # steps and the validation loss across ranks, writes checkpoints and shows the bar on
+        # rank 0 only, and agrees on Ctrl-C (``stop_agreed``) so that every rank stops together
+        self.world = world
+        self.stop_agreed = False
         self.params, (self.x, self.y, self.rows) = params, data
         self.x_val, self.y_val = validation
         self.kind = loss_codes.kind(cfg.loss)
@@ -491,6 +498,8 @@ class _Run:
     # --- checkpoints ---
 
     def save(self, path):
+        if self.world is not None and not self.world.is_root:
+            return
         meta = dict(self.cfg.as_meta(), epoch_losses=self.epoch_losses,
                     val_losses=self.val_losses,
                     best=self.best if math.isfinite(self.best) else None,
@@ -548,11 +557,15 @@ class _Run:
 
     def _run_steps(self, start, stop) -> int:
         """Steps ``start .. stop-1`` (within one epoch); returns the number taken."""
+        if self.world is not None:
+            return self.world.steps(self, start, stop)
         return run_steps(self.variant, self.whole, self.params, self.x, self.y, self.opt,
                          self.grads, self.losses[start:stop], self.kind, self.cfg.batch,
                          start % self.per_epoch, self._epoch_order(start // self.per_epoch))
 
     def _val_loss(self) -> float:
+        if self.world is not None:
+            return self.world.val_loss(self) + self.opt.penalty(self.params)
         z2 = self.variant.predict(self.params, self.x_val)
         return reference.output_loss(z2, self.y_val, self.cfg.loss)[0] + \
             self.opt.penalty(self.params)
@@ -608,7 +621,7 @@ class _Run:
             self._end_epoch((self.step - 1) // self.per_epoch)
 
     def execute(self, callback, callback_every, checkpoint, every, progress):
-        bar = _progress_bar(self, progress)
+        bar = _progress_bar(self, progress and (self.world is None or self.world.is_root))
         # Epoch-end work (curves, validation, early stopping) runs between blocks; in full-batch
         # runs without it, many steps (epochs of one step) run per block.
         bulk = (self.per_epoch == 1 and self.x_val is None and not self.cfg.early_stopping
@@ -616,6 +629,7 @@ class _Run:
         burst = callback_every if callback is not None else self.total
         t0 = time.perf_counter()
         with _stop_on_interrupt() as interrupt_requested:
+            self.interrupt_requested = interrupt_requested  # the world's steps share it
             while self.step < self.total and not self.stopped_early:
                 start = self.step
                 stop = next_stop(start, self.total, self.per_epoch, bulk=bulk, burst=burst,
@@ -639,7 +653,7 @@ class _Run:
                 if checkpoint is not None and every is not None and self.step % every == 0:
                     self.save(checkpoint)
                 _update_bar(bar, self, start)
-                if interrupt_requested():
+                if self.stop_agreed if self.world is not None else interrupt_requested():
                     self.interrupted = True
                     break
         self.seconds = time.perf_counter() - t0

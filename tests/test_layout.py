@@ -72,6 +72,31 @@ def test_a_warm_process_compiles_nothing():
     assert "MISSES {}" in second.stdout, second.stdout
 
 
+FRESH_OR_CACHED = """
+import hashlib, numpy as np, fastnn
+rng = np.random.default_rng(0)
+x = rng.standard_normal((45, 30)); labels = rng.integers(0, 5, 45)
+r = fastnn.train(x, labels, hidden=20, epochs=2, batch_size=8, lr=1e-2, loss="softmax",
+                 optimizer="adam", kernel="fused-wide", seed=1)
+l, g = fastnn.loss_and_grads(r.params, x, labels, kernel="fused-wide", loss="softmax")
+h = hashlib.sha256(r.losses.tobytes() + b"".join(a.tobytes() for a in (*r.params, *g)))
+print(h.hexdigest())
+"""
+
+
+def test_compiled_and_cached_code_give_the_same_bits(tmp_path):
+    """The same kernels compiled in this process and loaded from Numba's cache by the next give
+    the same bits (they did not with fastmath's ``nsz``: a resumed run was then not bitwise)."""
+    if not jit.CACHE:
+        pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0)")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", FRESH_OR_CACHED], capture_output=True,
+                           text=True, env=env, timeout=600) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert runs[0].stdout == runs[1].stdout
+
+
 def test_registry_facts_are_consistent():
     names = fastnn.kernels.names(reference=True)
     assert len(names) == len(set(names))

@@ -9,9 +9,13 @@ kernels).  Environment variables, read once at import:
 ``FASTNN_FASTMATH``  ``0`` compiles strict IEEE code (default on, see below).
 
 Fastmath: we allow reassociation and contraction (so reductions vectorise and multiply-adds become
-FMAs) but NOT ``nnan``/``ninf``: with those LLVM may assume there are no NaNs and delete the checks
-that let training detect a diverging loss.  The result of a given binary is still deterministic:
-reassociation is decided at compile time, not at run time.
+FMAs), reciprocals and approximate functions, but NOT ``nnan``/``ninf``: with those LLVM may assume
+there are no NaNs and delete the checks that let training detect a diverging loss; and NOT ``nsz``
+(no signed zeros): with it, the softmax path of a kernel loaded from Numba's on-disk cache differed
+in the last bits from the same kernel freshly compiled in the process that wrote the cache, so a
+run resumed in a new process was not bitwise equal to the uninterrupted one (found by the SIGKILL
+test; ``tests/test_layout.py`` now checks fresh against cached bits).  The result of a given
+binary is deterministic: reassociation is decided at compile time, not at run time.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import numba
 
 CACHE = os.environ.get("FASTNN_CACHE", "1") != "0"
 FASTMATH = (
-    {"nsz", "arcp", "contract", "afn", "reassoc"}
+    {"arcp", "contract", "afn", "reassoc"}
     if os.environ.get("FASTNN_FASTMATH", "1") != "0"
     else False
 )

@@ -1,0 +1,373 @@
+"""Data-parallel training across processes and machines on MPI: the same kernels on every rank,
+the same results as one machine.
+
+SPMD: every rank of an ``mpiexec`` job calls ``train(x, y, **the arguments of fastnn.train)``::
+
+    mpiexec -n 4 -hosts a,b python my_script.py        # or: fastnn train --distributed ...
+
+Each step takes the same global minibatch as ``fastnn.train`` (the same epoch order from the same
+seed); rank ``r`` of ``P`` computes the loss and gradients of its contiguous share of the batch's
+rows with the chosen variant's fused kernels, scales them by its share of the rows, and one
+in-place ``Allreduce`` sums all four gradients and the loss in one flat buffer.  Every rank then
+runs the same optimiser update on the same numbers, so the parameters stay bitwise identical on
+all ranks, and equal to one process's to rounding (the batch's sums are taken in another order).
+
+``x`` may be a path to an ``.npy`` file or an ``np.memmap``: a rank reads only the rows of its
+shares (and of its share of the validation rows).  ``kernel="auto"`` is resolved on rank 0 and
+shared.  Rank 0 writes the checkpoints and shows the progress bar; a resumed run reads the
+checkpoint on rank 0 and may have another number of ranks.  A non-finite loss (on any rank: it is
+summed) stops every rank at the same step; Ctrl-C on any rank stops them all after the same step.
+A rank that raises prints the error with its rank and aborts the whole job (``MPI_Abort``): no
+rank waits forever for a dead one.
+
+``World`` is the communicator as the trainer uses it; ``LocalWorld`` is a world of one rank whose
+all-reduce does nothing, for tests and for a script that runs with or without ``mpiexec``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from . import checkpoint as ckpt_io
+from . import kernels, reference
+from .kernels.common import losses as loss_codes
+from .machine import mpi_available, mpi_description  # noqa: F401  (here for users)
+from .params import Params, _positive_int
+from .validation import as_numeric_array, check_finite, check_targets, one_hot
+
+
+class LocalWorld:
+    """One rank, no communication: ``train`` with it is ``fastnn.train`` through the distributed
+    code path (the test that the decomposition is right)."""
+
+    rank, size, local_size = 0, 1, 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def allreduce(self, buf) -> None:
+        """Sum ``buf`` over the ranks, in place (one rank: nothing to do)."""
+
+    def bcast(self, obj):
+        return obj
+
+    def fail(self, exc) -> None:
+        raise exc
+
+
+class MPIWorld(LocalWorld):
+    """``MPI.COMM_WORLD`` (or another communicator) through mpi4py."""
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+
+        if not MPI.Is_initialized():  # machine.mpi_description imports it without starting it
+            MPI.Init()
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size = node.Get_size()  # ranks on this machine (they share its cores)
+        node.Free()
+
+    def allreduce(self, buf) -> None:
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+
+    def bcast(self, obj):
+        return self.comm.bcast(obj, root=0)
+
+    def fail(self, exc) -> None:
+        """Print the error with this rank, then end every rank of the job (a rank left waiting
+        in a collective for a dead one would hang forever)."""
+        print(f"fastnn.distributed: rank {self.rank} of {self.size} failed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        self.comm.Abort(1)
+
+
+def world() -> LocalWorld:
+    """The world this process runs in: MPI's when mpi4py is installed (one rank when started
+    without mpiexec), else a ``LocalWorld``."""
+    return MPIWorld() if mpi_available() else LocalWorld()
+
+
+def share(n: int, rank: int, size: int) -> slice:
+    """Rank ``rank``'s contiguous part of ``n`` rows: the first ``n % size`` ranks get one more;
+    a rank gets none when ``n < size``."""
+    return slice(rank * n // size, (rank + 1) * n // size)
+
+
+def open_rows(x):
+    """``x`` as an array whose rows can be read one by one: a path to an ``.npy`` file is memory
+    mapped (read-only), anything else taken as it is."""
+    if isinstance(x, (str, os.PathLike)):
+        return np.load(x, mmap_mode="r")
+    return x
+
+
+class _Collective:
+    """What ``fastnn.train``'s run does across ranks (``trainer._Run``'s ``world``): the steps,
+    the validation loss, who writes and who shows.  Holds the rank's view of the data."""
+
+    def __init__(self, w, variant, x, labels, params, loss, n_val, x_val, y_val):
+        self.w, self.variant, self.x, self.labels, self.loss = w, variant, x, labels, loss
+        self.kind = loss_codes.kind(loss)
+        self.k = params.w2.shape[1]
+        self.dtype = params.dtype
+        self.is_root = w.is_root
+        sizes = [p.size for p in params]
+        # the flat buffer: the four gradients, the loss in two halves (high and low part: a
+        # float32 buffer keeps the loss to ~14 digits) and the stop flag (Ctrl-C on any rank)
+        self.flat = np.zeros(sum(sizes) + 3, self.dtype)
+        views, start = [], 0
+        for p, size in zip(params, sizes):
+            views.append(self.flat[start:start + size].reshape(p.shape))
+            start += size
+        self.grads = Params(*views)
+        self.n_grad = start
+        self.n_val, self.x_val, self.y_val = n_val, x_val, y_val
+
+    def rows(self, idx):
+        """``(x, y)`` of the global rows ``idx``, kernel-ready, checked for NaN and infinity."""
+        x = np.ascontiguousarray(as_numeric_array(self.x[idx], "x", self.dtype))
+        check_finite(x, f"x rows {int(idx.min())}..{int(idx.max())}")
+        if self.loss == "softmax" and self.labels.ndim == 1:
+            y = one_hot(self.labels[idx], self.k, self.dtype)
+        else:
+            y = np.ascontiguousarray(self.labels[idx], dtype=self.dtype)
+        return x, y
+
+    def steps(self, run, start, stop) -> int:
+        """Steps ``start .. stop-1`` of ``run``: per step this rank's share of the global batch,
+        one all-reduce, the same update everywhere.  Returns the number taken."""
+        epoch_rows = run._epoch_order(start // run.per_epoch)
+        batch = run.cfg.batch
+        for t in range(stop - start):
+            block = (start + t) % run.per_epoch
+            s, e = block * batch, min((block + 1) * batch, run.m)
+            positions = np.arange(s, e)[share(e - s, self.w.rank, self.w.size)]
+            idx = positions if epoch_rows is None else epoch_rows[positions]
+            flat = self.flat
+            if idx.size:
+                x, y = self.rows(idx)
+                loss, _ = self.variant.loss_and_grads(run.params, x, y, self.kind, self.grads)
+                weight = idx.size / (e - s)
+                flat[:self.n_grad] *= flat.dtype.type(weight)
+                loss *= weight
+            else:
+                flat[:self.n_grad] = 0
+                loss = 0.0
+            flat[-3] = hi = flat.dtype.type(loss)
+            flat[-2] = flat.dtype.type(loss - float(hi))
+            flat[-1] = 1.0 if run.interrupt_requested() else 0.0
+            self.w.allreduce(flat)
+            total = float(flat[-3]) + float(flat[-2])
+            if not math.isfinite(total):
+                run.losses[start + t] = total
+                return t + 1
+            run.losses[start + t] = total + run.opt.step(run.params, self.grads)
+            if flat[-1] > 0:
+                run.stop_agreed = True
+                return t + 1
+        return stop - start
+
+    def val_loss(self, run) -> float:
+        """The validation loss: each rank's share of the validation rows, summed."""
+        part = np.zeros(1)
+        if self.x_val.shape[0]:
+            z2 = self.variant.predict(run.params, self.x_val)
+            part[0] = reference.output_loss(z2, self.y_val, self.loss)[0] * (
+                self.x_val.shape[0] / self.n_val)
+        self.w.allreduce(part)
+        return float(part[0])
+
+
+def train(x, y, *, world_=None, **kwargs):
+    """``fastnn.train`` across the ranks of an MPI job (module docstring); the same keyword
+    arguments, the same ``TrainResult`` on every rank (bitwise identical parameters).
+    ``world_``: a ``LocalWorld`` or ``MPIWorld`` (default: this process's, ``world()``)."""
+    w = world() if world_ is None else world_
+    try:
+        return _train(w, x, y, **kwargs)
+    except (KeyboardInterrupt, _Agreed) as exc:  # every rank stopped at the same step
+        raise getattr(exc, "original", exc) from None
+    except BaseException as exc:  # noqa: BLE001 - any error on one rank must end them all
+        w.fail(exc)
+        raise
+
+
+class _Agreed(Exception):
+    """An outcome every rank reaches at once (divergence raised as an error): not a failure."""
+
+    def __init__(self, original):
+        super().__init__(str(original))
+        self.original = original
+
+
+def _train(w, x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffle=True,
+           lr=None, loss="squared", optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
+           beta2=0.999, eps=1e-8, alpha=0.0, validation_data=None, validation_fraction=None,
+           early_stopping=False, patience=10, tol=1e-4, init="he", seed=None,
+           kernel=kernels.DEFAULT, params=None, dtype=None, callback=None, callback_every=1,
+           whole_loop=None, checkpoint=None, checkpoint_every=None, resume=None, progress=False,
+           on_divergence="warn", threads=None, info=None, epoch_callback=None):
+    from . import trainer
+    from .threads import max_threads, num_threads
+
+    kernel = kernels.check_name(kernel)
+    loss_codes.kind(loss)
+    if whole_loop:
+        raise ValueError("whole_loop: distributed steps run one by one (an all-reduce each)")
+    opt = trainer._optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
+                             beta1=beta1, beta2=beta2, eps=eps)
+    resumed = w.bcast(ckpt_io.load(resume) if resume is not None and w.is_root else None)
+    cfg = trainer.RunConfig.validated(seed=w.bcast(trainer._seed(seed, resumed)), loss=loss,
+                                      shuffle=shuffle, early_stopping=early_stopping,
+                                      patience=patience, tol=tol)
+    trainer._check_options(iters, epochs, on_divergence, callback_every, None)
+    every = None if checkpoint_every is None else _positive_int(checkpoint_every,
+                                                                "checkpoint_every")
+    if checkpoint is not None and w.is_root:
+        ckpt_io.check_target(checkpoint)
+    x = open_rows(x)
+    params, labels = _setup(x, y, w, params, hidden, dtype, init, cfg.seed, loss, resumed)
+    trainer.check_lr(opt.lr, params.dtype)
+    rows, val = _split(x, labels, params, loss, validation_data, validation_fraction, cfg.seed)
+    m = x.shape[0] if rows is None else rows.shape[0]
+    batch = m if batch_size is None else min(_positive_int(batch_size, "batch_size"), m)
+    per_epoch = -(-m // batch)
+    total = (_positive_int(iters, "iters") if iters is not None else
+             _positive_int(epochs, "epochs") * per_epoch)
+    n_val = None if val is None else len(val)
+    cfg = cfg.with_data(batch, m, n_val)
+    if threads is None:  # the ranks on one machine share its cores
+        threads = max(1, max_threads() // w.local_size)
+    with num_threads(threads):
+        variant = _variant(w, kernel, params, x, labels, loss, rows, batch, resumed)
+        x_val, y_val = _val_share(w, x, labels, val, params, loss)
+        coll = _Collective(w, variant, x, labels, params, loss, n_val, x_val, y_val)
+        run = trainer._Run(variant, False, opt, params, (x, labels, rows), (x_val, y_val),
+                           total, cfg, kernel, info, epoch_callback, world=coll)
+        if resumed is not None:
+            run.restore(resumed, resume)
+        run.execute(callback, callback_every, checkpoint if w.is_root else None, every,
+                    progress)
+        result = run.result()
+        result.ranks, result.threads = w.size, threads
+    if run.interrupted:
+        raise trainer.TrainingInterrupted(
+            f"training interrupted by Ctrl-C after step {result.n_steps}", result,
+            checkpoint if w.is_root else None)
+    if result.diverged:
+        try:
+            trainer._report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
+        except trainer.DivergenceError as exc:
+            raise _Agreed(exc) from None
+    return result
+
+
+def _setup(x, y, w, params, hidden, dtype, init, seed, loss, resumed):
+    """``(params, labels)``: the parameters as ``fastnn.train`` makes them (from the resumed
+    checkpoint, given, or new from ``seed``) and the targets, checked; ``x`` is only looked at
+    (its shape and type), not read: the rows are, step by step."""
+    from .params import as_float_dtype, init_params
+    from .trainer import _n_outputs
+
+    if getattr(x, "ndim", None) != 2 or np.dtype(x.dtype).kind not in "biuf":
+        raise ValueError(f"x: expected a 2-D numeric array (or the path of an .npy), got "
+                         f"{getattr(x, 'shape', type(x).__name__)}")
+    if resumed is not None:
+        if params is not None:
+            raise TypeError("train: pass params or resume, not both")
+        params = resumed.params
+    if params is not None:
+        from .validation import check_params
+
+        params = check_params(params).copy()
+    else:
+        if hidden is None:
+            raise TypeError("train: pass hidden (the number of hidden units) or params")
+        if dtype is None:
+            dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+        params = init_params(x.shape[1], hidden, _n_outputs(y, loss), init=init,
+                             dtype=as_float_dtype(dtype), seed=seed)
+    if x.shape[1] != params.w1.shape[0]:
+        raise ValueError(f"x: expected {params.w1.shape[0]} columns, got {x.shape[1]}")
+    labels = np.asarray(y)
+    if loss == "softmax" and labels.ndim == 1:
+        check_targets(labels, params, x.shape[0], loss)  # integer labels in range
+    else:
+        labels = check_targets(labels, params, x.shape[0], loss)
+        check_finite(labels, "y")
+    return params, labels
+
+
+def _split(x, labels, params, loss, validation_data, validation_fraction, seed):
+    """The training rows and the validation rows (global indices, or given data), as
+    ``fastnn.train`` splits them."""
+    if validation_data is not None:
+        from .trainer import split
+
+        _, xv, yv = split(x, labels, params, loss, validation_data, None, seed)
+        return None, _Given(xv, yv)
+    if validation_fraction is None:
+        return None, None
+    f = validation_fraction
+    if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
+        raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
+    n_val = int(math.ceil(f * x.shape[0]))
+    if n_val >= x.shape[0]:
+        raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training rows")
+    from .trainer import _rng
+
+    order = _rng(seed, 1).permutation(x.shape[0])
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class _Given:
+    """Validation data passed as arrays (held whole; a rank uses its share)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return self.x.shape[0]
+
+
+def _val_share(w, x, labels, val, params, loss):
+    """This rank's share of the validation rows, kernel-ready (None, None without validation;
+    a rank may hold none)."""
+    k = params.w2.shape[1]
+    if val is None:
+        return None, None
+    part = share(len(val), w.rank, w.size)
+    if isinstance(val, _Given):
+        return np.ascontiguousarray(val.x[part]), np.ascontiguousarray(val.y[part])
+    idx = val[part]
+    xv = np.ascontiguousarray(as_numeric_array(x[idx], "x", params.dtype))
+    check_finite(xv, "x (validation rows)")
+    if loss == "softmax" and labels.ndim == 1:
+        return xv, one_hot(labels[idx], k, params.dtype)
+    return xv, np.ascontiguousarray(labels[idx], dtype=params.dtype)
+
+
+def _variant(w, kernel, params, x, labels, loss, rows, batch, resumed):
+    """The variant every rank runs: ``kernel``, or for ``auto`` the one rank 0 chooses on its
+    share of the first batch (a resumed run: the checkpoint's), shared with all."""
+    if kernel != kernels.AUTO:
+        return kernels.get(kernel)
+    name = resumed.meta.get("ran") if resumed is not None else None
+    if w.is_root and name not in kernels.names(reference=True):
+        from .autotune import resolve
+
+        first = np.arange(batch) if rows is None else rows[:batch]
+        idx = first[share(len(first), 0, w.size)]
+        xs = np.ascontiguousarray(as_numeric_array(x[idx], "x", params.dtype))
+        ys = (one_hot(labels[idx], params.w2.shape[1], params.dtype)
+              if loss == "softmax" and labels.ndim == 1 else
+              np.ascontiguousarray(labels[idx], dtype=params.dtype))
+        name = resolve(kernel, params, xs, ys).name
+    return kernels.get(w.bcast(name))
