@@ -11,7 +11,8 @@ import pytest
 BENCH_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "asv_bench")
 sys.path.insert(0, os.path.abspath(BENCH_DIR))
 
-MODULES = ["benchmarks.bench_step", "benchmarks.bench_train", "benchmarks.bench_compile"]
+MODULES = ["benchmarks.bench_step", "benchmarks.bench_train", "benchmarks.bench_compile",
+           "benchmarks.bench_distributed"]
 
 
 def _cases():
