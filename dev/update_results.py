@@ -5,6 +5,11 @@
         --dtype float64,float32 --rounds 9 --compile --json docs/results.json
     python dev/update_results.py            # then commit the JSON and the two files
 
+The whole runs (the dual form's table) come from ``fastnn bench-train``; merge them in with::
+
+    fastnn bench-train --benches seed,wide --rounds 9 --json runs.json
+    python dev/update_results.py --runs runs.json
+
 ``tests/test_docs.py`` fails when the files and the JSON disagree.
 """
 import json
@@ -20,9 +25,16 @@ from fastnn.profiling.report import fill  # noqa: E402
 DOCS = ["README.md", os.path.join("docs", "optimisation.md")]
 
 
-def main(path=os.path.join(ROOT, "docs", "results.json")) -> int:
+def main(*args) -> int:
+    path = os.path.join(ROOT, "docs", "results.json")
     with open(path) as f:
         report = json.load(f)
+    if args[:1] == ("--runs",):
+        with open(args[1]) as f:
+            report["runs"] = json.load(f)
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"merged {args[1]} into {path}")
     for name in DOCS:
         target = os.path.join(ROOT, name)
         with open(target) as f:

@@ -13,7 +13,7 @@ from .validation import check_lr, check_params, check_targets, check_x
 def predict(params, x, *, kernel: str = kernels.DEFAULT) -> np.ndarray:
     """The network's output ``z2 = relu(x @ w1 + b1) @ w2 + b2``, shape (m, k), in the params'
     dtype."""
-    kernel = kernels.check_name(kernel)
+    kernel = _one_batch(kernels.check_name(kernel))
     params = check_params(params)
     x = check_x(x, params)
     params = _contiguous(params)
@@ -26,7 +26,7 @@ def loss_and_grads(params, x, y, *, kernel: str = kernels.DEFAULT, loss: str = "
     ``loss="squared"``: ``L = (1/m) * sum((z2 - y)**2)``.  ``loss="softmax"``: the mean softmax
     cross-entropy, ``y`` integer class labels (m,) or (m, k) one-hot/probability rows.
     """
-    kernel = kernels.check_name(kernel)
+    kernel = _one_batch(kernels.check_name(kernel))
     kind = losses.kind(loss)
     params = check_params(params)
     x = check_x(x, params)
@@ -47,12 +47,21 @@ def sgd_step(params, x, y, lr, *, kernel: str = kernels.DEFAULT, loss: str = "sq
     lr = check_lr(lr, params.dtype)
     x = check_x(x, params)
     y = check_targets(y, params, x.shape[0], loss)
+    if kernel in kernels.TRAINING_FORMS:
+        raise ValueError(f"kernel: {kernel!r} is a form of a whole training run: one sgd_step has "
+                         f"no training set to work in; train(kernel={kernel!r}) runs it, or "
+                         f"pass a step variant here ({kernels.PRIMARY!r}, 'auto', ...)")
     work = _contiguous(params)
     value = resolve(kernel, work, x, y).sgd_step(work, x, y, lr, kind)
     for p, w in zip(params, work):
         if w is not p:  # the kernel worked on a contiguous copy: write the result back
             p[...] = w
     return float(value)
+
+
+def _one_batch(kernel: str) -> str:
+    """A training form (the dual form) computes one batch as the primal route does."""
+    return kernels.PRIMARY if kernel in kernels.TRAINING_FORMS else kernel
 
 
 def _contiguous(params: Params) -> Params:

@@ -32,7 +32,8 @@ class Checkpoint:
     ``params``; ``optimizer``: hyperparameters, ``t`` and ``state`` (name -> ``Params``);
     ``step``: steps taken so far; ``losses``: their losses; ``meta``: the rest of the training
     position and configuration (JSON-able: seed, batch size, loss, epoch curves, early-stopping
-    counters); ``extra``: further named ``Params`` (the best params under early stopping).
+    counters); ``extra``: further named ``Params`` (the best params under early stopping);
+    ``arrays``: named arrays of any shape (the dual form's state), float only.
     """
 
     params: Params
@@ -42,6 +43,7 @@ class Checkpoint:
     optimizer_state: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
 
 
 def save(path, ckpt: Checkpoint, *, checked=False) -> None:
@@ -59,6 +61,8 @@ def save(path, ckpt: Checkpoint, *, checked=False) -> None:
     for key, ps in ckpt.extra.items():
         for name, a in zip(Params._fields, ps):
             arrays[f"extra/{key}/{name}"] = a
+    for name, a in ckpt.arrays.items():
+        arrays[f"arrays/{name}"] = np.asarray(a)
     arrays["losses"] = np.asarray(ckpt.losses, np.float64)
     meta = dict(format=FORMAT, version=VERSION, step=int(ckpt.step), optimizer=ckpt.optimizer,
                 meta=ckpt.meta)
@@ -172,8 +176,12 @@ def load(path) -> Checkpoint:
             or not isinstance(step, int) or step < 0 or losses.shape[0] != step):
         raise CheckpointError(f"checkpoint {path!r}: inconsistent training position "
                               f"(step {step!r}, {None if losses is None else losses.shape} losses)")
+    named = {k[len("arrays/"):]: data[k] for k in data if k.startswith("arrays/")}
+    for name, a in named.items():
+        if a.dtype.kind != "f":
+            raise CheckpointError(f"checkpoint {path!r}: array {name} is not floating point")
     return Checkpoint(params, step, losses, meta.get("optimizer") or {}, state,
-                      meta.get("meta") or {}, extra)
+                      meta.get("meta") or {}, extra, named)
 
 
 def _checked_params(ps: Params, path, what) -> Params:

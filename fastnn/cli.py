@@ -204,9 +204,15 @@ def _bench_train_parser(sub) -> None:
     bt = sub.add_parser("bench-train", help="time whole training runs against numpy and "
                         "scikit-learn", description=(
                             "Paired timings of (epoch) one epoch of minibatch training against "
-                            "the same loop in careful numpy, and (digits) MLPClassifier.fit "
-                            "against scikit-learn's on its digits data, with both accuracies."))
-    bt.add_argument("--benches", default="epoch,digits", help="(default %(default)s)")
+                            "the same loop in careful numpy, (digits) MLPClassifier.fit "
+                            "against scikit-learn's on its digits data, with both accuracies, "
+                            "and (seed, wide) whole full-batch runs against the same steps in "
+                            "careful numpy: the seed's experiment (64x1000x100x10 float64, 100 "
+                            "steps) and a wide regression (512x20000x256x1 float32, 50 steps), "
+                            "where auto trains in the dual form."))
+    bt.add_argument("--benches", default="epoch,digits",
+                    help="comma-separated, from epoch, digits, seed, wide "
+                         "(default %(default)s)")
     bt.add_argument("--shape", default="8192x784x512x10",
                     help="rows x features x hidden x classes of the epoch bench "
                          "(default %(default)s)")
@@ -530,7 +536,10 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
     print(f"time/iter   {result.seconds_per_iter * 1e6:.1f} us (first step, with compile or "
           f"cache load: {result.first_step_seconds:.3f} s)")
     ran = ""
-    if result.kernel == kernels.AUTO:
+    if result.kernel == kernels.AUTO and result.ran in kernels.TRAINING_FORMS:
+        ran = (f" (ran {result.ran}: the dual form, fewer training rows than features; "
+               f"docs/optimisation.md, rung 7)")
+    elif result.kernel == kernels.AUTO:
         ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
     threads = f"threads {fastnn.get_num_threads()}"
     if getattr(result, "ranks", None):

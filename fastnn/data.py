@@ -426,7 +426,7 @@ def download(spec: IdxSet, name: str, sha: str, folder: str, timeout: float = 60
             if os.path.exists(tmp):
                 os.unlink(tmp)
     raise DataError(f"{spec.title}: could not download {name} (" + "; ".join(failures) +
-                    f"); put the files in a folder and pass --data-dir FOLDER")
+                    "); put the files in a folder and pass --data-dir FOLDER")
 
 
 def read_idx(path: str) -> np.ndarray:

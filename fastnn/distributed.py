@@ -118,6 +118,7 @@ class _Collective:
         self.k = params.w2.shape[1]
         self.dtype = params.dtype
         self.is_root = w.is_root
+        self.agrees_on_stop = True  # Ctrl-C rides in the all-reduce: every rank stops together
         sizes = [p.size for p in params]
         # the flat buffer: the four gradients, the loss in two halves (high and low part: a
         # float32 buffer keeps the loss to ~14 digits) and the stop flag (Ctrl-C on any rank)
@@ -218,6 +219,10 @@ def _train(w, x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, sh
     from .threads import max_threads, num_threads
 
     kernel = kernels.check_name(kernel)
+    if kernel in kernels.TRAINING_FORMS:
+        raise ValueError(f"kernel: {kernel!r} trains in one process (its Gram matrix spans "
+                         f"every training row); distributed training runs the primal form: "
+                         f"pass kernel='auto' or a step variant")
     loss_codes.kind(loss)
     if whole_loop:
         raise ValueError("whole_loop: distributed steps run one by one (an all-reduce each)")

@@ -221,11 +221,24 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
              _positive_int(epochs, "epochs") * per_epoch)
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
     with num_threads(threads):
-        first = slice(0, batch) if rows is None else rows[:batch]
-        variant, whole = choose_variant(kernel, whole_loop, params, x[first], y[first], resumed,
-                                        opt)
+        dual = choose_dual(kernel, whole_loop, opt, params, m, batch, total, resumed,
+                           materializations=1 + (0 if every is None else total // every)
+                           + (total // per_epoch if epoch_callback or early_stopping else 0))
+        if dual:
+            from .kernels.dual import DualSteps
+
+            if rows is not None:  # the dual form keeps its training rows together
+                x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
+            world = DualSteps(x, y, params, opt, x_val,
+                              arrays=resumed.arrays if resumed is not None else None)
+            variant, whole = kernels.get(kernels.PRIMARY), True
+        else:
+            world = None
+            first = slice(0, batch) if rows is None else rows[:batch]
+            variant, whole = choose_variant(kernel, whole_loop, params, x[first], y[first],
+                                            resumed, opt)
         run = _Run(variant, whole, opt, params, (x, y, rows), (x_val, y_val), total, cfg, kernel,
-                   info, epoch_callback)
+                   info, epoch_callback, world=world)
         if resumed is not None:
             run.restore(resumed, resume)
         run.execute(callback, callback_every, checkpoint, every, progress)
@@ -383,6 +396,37 @@ def split(x, y, params, loss, validation_data, validation_fraction, seed):
 
 # --- the variant and the dispatch -----------------------------------------------------------------
 
+def choose_dual(kernel, whole_loop, opt, params, m, batch, total, resumed,
+                materializations=1) -> bool:
+    """Whether the run trains in the dual form (``kernels/dual.py``): asked for
+    (``kernel="dual"``: an error saying why where it cannot), chosen by ``auto`` where it
+    applies and its flop count is under half the primal's, or continued from a checkpoint of
+    a dual run."""
+    n, h = params.w1.shape
+    k = params.w2.shape[1]
+    applies = opt.name == "sgd" and m < n and whole_loop is not False
+    if kernel == "dual":
+        if opt.name != "sgd":
+            raise ValueError(f"kernel 'dual': the dual form needs an update linear in the "
+                             f"gradient (SGD, momentum, Nesterov, L2); {opt.name} is element-wise "
+                             f"in w1 and stays primal: pass kernel='auto' or a step variant")
+        if m >= n:
+            raise ValueError(f"kernel 'dual': {m} training rows, {n} features: the dual form "
+                             f"pays only with fewer rows than features; pass kernel='auto' or "
+                             f"a step variant")
+        if whole_loop is False:
+            raise ValueError("kernel 'dual': its steps run in a compiled loop (whole_loop)")
+        return True
+    if kernel != kernels.AUTO or not applies:
+        return False
+    if resumed is not None and resumed.meta.get("ran") is not None:
+        return resumed.meta.get("ran") == "dual"
+    from .kernels.dual import flops
+
+    primal, dual = flops(m, n, h, k, batch, total, opt.alpha, materializations)
+    return dual < primal / 2
+
+
 def choose_variant(kernel, whole_loop, params, xb, yb, resumed, opt):
     """``(variant, whole)``: the variant for the whole run and whether it runs its compiled loops.
 
@@ -464,6 +508,7 @@ class _Run:
                  kernel, info=None, epoch_callback=None, world=None):
         self.variant, self.whole, self.opt, self.kernel = variant, whole, opt, kernel
         self.info, self.epoch_callback = info, epoch_callback
+        self.ran = getattr(world, "name", None) or variant.name  # "dual" for the dual form
         # ``world``: None for this process alone; else ``fastnn.distributed``'s, which runs the
         # steps and the validation loss across ranks, writes checkpoints and shows the bar on
         # rank 0 only, and agrees on Ctrl-C (``stop_agreed``) so that every rank stops together
@@ -487,6 +532,7 @@ class _Run:
         self.diverged_at: Optional[int] = None
         self.kept = "the parameters of the last finite step"
         self.snapshot, self.snapshot_step = params.copy(), 0
+        self.world_snapshot = world.save_state() if hasattr(world, "save_state") else None
         self.grads = None if opt.is_plain_sgd else Params(*(np.empty_like(p) for p in params))
         self.shuffled = cfg.shuffle and self.per_epoch > 1
         self.interrupted = False
@@ -497,20 +543,28 @@ class _Run:
 
     # --- checkpoints ---
 
+    def _sync(self):
+        """Make ``self.params`` current where the steps keep ``w1`` elsewhere (the dual form)."""
+        sync = getattr(self.world, "sync", None)
+        if sync is not None:
+            sync(self)
+
     def save(self, path):
         if self.world is not None and not self.world.is_root:
             return
+        self._sync()
+        arrays = getattr(self.world, "checkpoint_arrays", dict)()
         meta = dict(self.cfg.as_meta(), epoch_losses=self.epoch_losses,
                     val_losses=self.val_losses,
                     best=self.best if math.isfinite(self.best) else None,
                     best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
-                    stopped_early=self.stopped_early, ran=self.variant.name)
+                    stopped_early=self.stopped_early, ran=self.ran)
         if self.info is not None:
             meta["info"] = self.info
         opt = dict(self.opt.hyperparameters(), t=self.opt.t)
         extra = {"best": self.best_params} if self.best_params is not None else {}
         ckpt_io.save(path, ckpt_io.Checkpoint(self.params, self.step, self.losses[:self.step],
-                                              opt, dict(self.opt.state), meta, extra),
+                                              opt, dict(self.opt.state), meta, extra, arrays),
                      checked=True)
 
     def restore(self, ck: ckpt_io.Checkpoint, path):
@@ -539,6 +593,8 @@ class _Run:
         if "best" in ck.extra:
             self.best_params = ck.extra["best"].copy()
         self.snapshot, self.snapshot_step = self.params.copy(), self.step
+        if hasattr(self.world, "save_state"):
+            self.world_snapshot = self.world.save_state()
 
     # --- the loop ---
 
@@ -571,6 +627,9 @@ class _Run:
             self.opt.penalty(self.params)
 
     def _end_epoch(self, epoch):
+        if (self.epoch_callback is not None or self.cfg.early_stopping
+                or (self.x_val is not None and self.opt.alpha != 0.0)):  # they read w1
+            self._sync()
         first = epoch * self.per_epoch
         self.epoch_losses.append(float(np.mean(self.losses[first:first + self.per_epoch])))
         monitored = self.epoch_losses[-1]
@@ -594,7 +653,9 @@ class _Run:
         """Copy the params (the fallback if a diverging step leaves them non-finite) when at
         least ``steps`` steps have run since the last copy."""
         if self.step - self.snapshot_step >= steps:
-            self.snapshot = self.params.copy()
+            self.snapshot = self.params.copy()  # the dual form: w1 here may be stale ...
+            if hasattr(self.world, "save_state"):  # ... its own state is what counts
+                self.world_snapshot = self.world.save_state()
             self.snapshot_step = self.step
 
     def _set_params(self, source):
@@ -607,8 +668,12 @@ class _Run:
         self.step -= 1
         self.diverged_at = self.step
         self.losses = self.losses[:self.step + 1]
+        self._sync()
         if not all(np.isfinite(p).all() for p in self.params):
             self._set_params(self.snapshot)
+            if hasattr(self.world, "load_state"):
+                self.world.load_state(self.world_snapshot)
+                self._sync()
             self.kept = (f"the parameters after step {self.snapshot_step} (the last finite "
                          f"snapshot; later ones were no longer finite)")
 
@@ -653,10 +718,12 @@ class _Run:
                 if checkpoint is not None and every is not None and self.step % every == 0:
                     self.save(checkpoint)
                 _update_bar(bar, self, start)
-                if self.stop_agreed if self.world is not None else interrupt_requested():
+                if (self.stop_agreed if getattr(self.world, "agrees_on_stop", False)
+                        else interrupt_requested()):
                     self.interrupted = True
                     break
         self.seconds = time.perf_counter() - t0
+        self._sync()
         if self.diverged_at is None:
             self.losses = self.losses[:self.step]
         if self.stopped_early and self.best_params is not None:
@@ -671,7 +738,7 @@ class _Run:
                            self.seconds, self.first, np.array(self.epoch_losses, np.float64),
                            np.array(self.val_losses, np.float64), self.per_epoch,
                            self.cfg.seed, self.diverged_at, self.stopped_early,
-                           self.best_epoch, self.opt, self.variant.name, self.resumed_from,
+                           self.best_epoch, self.opt, self.ran, self.resumed_from,
                            self.interrupted)
 
 
@@ -680,8 +747,7 @@ def _progress_bar(run: _Run, progress):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=run.total, initial=run.step, unit="step", leave=True,
-                desc=run.variant.name)
+    return tqdm(total=run.total, initial=run.step, unit="step", leave=True, desc=run.ran)
 
 
 def _update_bar(bar, run: _Run, start):

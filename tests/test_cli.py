@@ -20,7 +20,7 @@ def test_train_seed_experiment_short():
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "m=64, n=1000, hidden=100, out=10" in out
-    ran = re.search(r"kernel      auto \(ran (\S+);.*dtype float64", out)
+    ran = re.search(r"kernel      auto \(ran ([\w-]+)[;:].*dtype float64", out)
     assert ran and ran.group(1) in fastnn.kernels.available(), out
     first, last = [float(w.rstrip(",")) for w in out.split("loss        first ")[1].split()[:3:2]]
     assert last < first

@@ -1,7 +1,6 @@
 """What a users' trial found, each a test: no data lost, no silent wrong answer, clear errors,
 models usable after training.  Command-line cases run the real command in a subprocess and check
 the exit status, the message, that no traceback is shown and that the user's files are intact."""
-import json
 import os
 import signal
 import subprocess
@@ -520,8 +519,6 @@ def test_the_progress_bar_shows_this_blocks_loss_and_the_epoch():
         def update(self, n):
             calls.append(("update", n))
 
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((40, 3)), rng.standard_normal((40, 1))
     run = trainer._Run.__new__(trainer._Run)
     run.step, run.total, run.per_epoch = 7, 20, 5
     run.losses = np.arange(20.0)

@@ -97,3 +97,34 @@ class Digits:
 
     def time_fit(self, library):
         self.fit()
+
+
+class Runs:
+    """Whole full-batch runs of plain SGD with ``fastnn.train``'s defaults, where ``auto`` trains
+    in the dual form (fewer rows than features): the seed's experiment and a wide regression
+    (512 x 20,000 float32, hidden 256, 50 steps); ``fused-wide`` is the primal form of the same
+    run.  ``track_x_vs_numpy``: the paired ratio against the careful numpy loop (the issue's
+    targets: >= 10x at the seed, >= 5x wide)."""
+
+    params = [["seed", "wide"], ["auto", "fused-wide"]]
+    param_names = ["shape", "kernel"]
+    timeout = 900
+
+    def setup(self, shape, kernel):
+        from fastnn.profiling.train_bench import run_problem
+
+        x, y, params, iters, lr = run_problem(shape)
+        self.run = lambda: fastnn.train(x, y, params=params, iters=iters, lr=lr, kernel=kernel,
+                                        seed=1)
+        self.run()
+
+    def time_run(self, shape, kernel):
+        self.run()
+
+    def track_x_vs_numpy(self, shape, kernel):
+        from fastnn.profiling.train_bench import bench_run
+
+        return bench_run(shape, (kernel,), rounds=3, settle=0.0, out=lambda *a: None)[0][
+            "x_vs_numpy"]
+
+    track_x_vs_numpy.unit = "x numpy"

@@ -7,6 +7,8 @@
     fused           4  BLAS called from compiled code, the rest in one serial row pass
     fused_wide      5  all five matmuls through BLAS, the elementwise work in passes between
     chunked         6  hidden units in chunks over Numba's threads, 1-thread BLAS in each
+    dual            7  training in the span of the data (fewer rows than features): a training
+                       form of ``train``, not a per-step variant (``TRAINING_FORMS``)
 
 Each module declares its ``VARIANTS`` (``variant.Variant``: the step contract and the facts the
 tests, the benchmarks and ``auto`` read); the registry is the list of those modules, and adding
@@ -23,7 +25,8 @@ from . import jit
 from .variant import Variant
 
 with jit.cache_location():  # every compiled kernel is defined while these modules load
-    from . import chunked, fused, fused_wide, naive, numpy_step, reference_step, tiled
+    # dual is a training form (the trainer's), not in LADDER's step variants
+    from . import chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, tiled  # noqa: F401,E501
 
 LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked)
 
@@ -31,6 +34,10 @@ _REGISTRY: dict[str, Variant] = {v.name: v for module in LADDER for v in module.
 
 AUTO = "auto"  # resolved to a variant per problem by fastnn.autotune
 DEFAULT = AUTO
+# Names kernel= takes that are forms of a whole training run, not a step: ``train`` runs them,
+# ``predict`` and ``loss_and_grads`` (one batch, no training set) run PRIMARY for them.
+TRAINING_FORMS = ("dual",)
+PRIMARY = "fused-wide"
 # Old names that still work, with a warning.
 ALIASES = {"blas": "chunked"}
 
@@ -46,8 +53,9 @@ def names(*, reference: bool = False) -> list[str]:
 
 
 def available() -> list[str]:
-    """Every name ``kernel=`` accepts: the variants, ``reference`` and ``auto``."""
-    return names(reference=True) + [AUTO]
+    """Every name ``kernel=`` accepts: the variants, ``reference``, the training forms and
+    ``auto``."""
+    return names(reference=True) + list(TRAINING_FORMS) + [AUTO]
 
 
 def get(name) -> Variant:
@@ -65,6 +73,9 @@ def get(name) -> Variant:
         if name == AUTO:
             raise ValueError("kernel: 'auto' is not a variant; fastnn.autotune.resolve('auto', "
                              "...) chooses one for a problem") from None
+        if name in TRAINING_FORMS:
+            raise ValueError(f"kernel: {name!r} is a form of a whole training run (train), not "
+                             f"a step variant") from None
         raise ValueError(f"kernel: unknown kernel {name!r}; available: "
                          f"{', '.join(available())}") from None
 
@@ -72,6 +83,6 @@ def get(name) -> Variant:
 def check_name(name) -> str:
     """The name ``kernel=name`` runs under: ``name`` itself, or for an alias its variant's name
     (with a warning); the error ``get`` raises for a name ``kernel=`` does not accept."""
-    if name == AUTO:
+    if name == AUTO or name in TRAINING_FORMS:
         return name
     return get(name).name

@@ -113,10 +113,41 @@ def rung(report, name, stage="step") -> str:
     return text
 
 
+def runs(report) -> str:
+    """The whole runs of ``fastnn bench-train --benches seed,wide`` (``report["runs"]``): one
+    row per run, its time against the careful numpy loop's and its GFLOP/s counted both ways
+    (the primal form's flops, and the ones done)."""
+    rows = (report.get("runs") or {}).get("rows") or []
+    if not rows:
+        return "*(no whole-run rows in docs/results.json)*"
+    lines = ["| run | shape (m x n x h x k), dtype, steps | kernel (ran) | fastnn | careful numpy "
+             "| x numpy | GFLOP/s, primal count | GFLOP/s done (% of peak) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['bench']} | {'x'.join(map(str, r['shape']))}, {r['dtype']}, {r['iters']} | "
+            f"`{r['kernel']}`{'' if r['ran'] == r['kernel'] else ' (`' + r['ran'] + '`)'} | "
+            f"{r['ms']:.1f} ms | {r['numpy_ms']:.0f} ms | "
+            f"{r['x_vs_numpy']:.1f}x | {r['gflops']:.0f} | {r['gflops_done']:.1f} "
+            f"({r['pct_peak']:.0f}%) |")
+    meta = report["runs"]
+    lines.append("")
+    lines.append(f"Paired medians of {meta.get('rounds', '?')} rounds, whole `fastnn.train` calls "
+                 f"(set-up, every step, `w1` formed at the end) against the same steps of the "
+                 f"careful numpy step; {meta.get('threads', '?')} threads; measured "
+                 f"{meta.get('date', '?')} with `{meta.get('command', 'fastnn bench-train')}`.  "
+                 f"The primal count is the flops numpy does (so it can pass the peak); \"done\" "
+                 f"counts the dual form's own (`kernels.dual.flops`), against the BLAS peak of "
+                 f"the dtype.")
+    return "\n".join(lines)
+
+
 def section(report, what: str) -> str:
-    """The text between one pair of markers: ``table`` or ``rung=NAME``."""
+    """The text between one pair of markers: ``table``, ``runs`` or ``rung=NAME``."""
     if what == "table":
         return table(report) + "\n\n" + footnote(report)
+    if what == "runs":
+        return runs(report)
     if what.startswith("rung="):
         return rung(report, what.split("=", 1)[1])
     raise ValueError(f"unknown results marker {what!r}")

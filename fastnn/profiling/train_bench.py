@@ -14,6 +14,7 @@ Two comparisons (the targets of the training issue):
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -164,6 +165,80 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
     return rows
 
 
+# Full-batch runs of plain SGD (squared loss), ``fastnn.train``'s defaults, against the same
+# steps of the careful numpy step (``step_bench.NumpyStep``): the dual form's targets.
+RUNS = {
+    "seed": dict(shape=(64, 1000, 100, 10), dtype="float64", iters=100, lr=1e-5),
+    "wide": dict(shape=(512, 20000, 256, 1), dtype="float32", iters=50, lr=1e-6),
+}
+
+
+def run_problem(which):
+    """``(x, y, params, iters, lr)`` of ``RUNS[which]``: N(0, 1) data, He-initialised params."""
+    import fastnn
+
+    spec = RUNS[which]
+    m, n, h, k = spec["shape"]
+    dt = np.dtype(spec["dtype"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((m, n)).astype(dt)
+    y = rng.standard_normal((m, k)).astype(dt)
+    return x, y, fastnn.init_params(n, h, k, dtype=dt, seed=0), spec["iters"], spec["lr"]
+
+
+def bench_run(which="seed", kernels=("auto",), *, rounds=15, settle=0.0, budget=0.02,
+              out=print):
+    """Paired rows: a whole full-batch run (``RUNS[which]``) of ``fastnn.train`` per kernel
+    against ``NumpyStep`` taking the same steps.  GFLOP/s count the primal form's flops (what
+    numpy does) and, for a dual run, also the ones it does (``kernels.dual.flops``).
+
+    Timed as ``../shared/bench/numpy_step.py``'s ``paired_ratio`` (the method the speed targets
+    are defined by): each side called back to back for ``budget`` seconds, rounds alternating,
+    no idle in between (``settle = 0``).  With ``settle`` (idle before each call, one call per
+    timing) a run starts with its caches and BLAS threads cold: the seed's dual run measured
+    7.7-8.0x that way where back to back gave 10-10.4x."""
+    import fastnn
+    from ..kernels import dual
+    from .step_bench import NumpyStep
+
+    x, y, params, iters, lr = run_problem(which)
+    (m, n), (h, k), dt = x.shape, params.w2.shape, x.dtype
+    primal = iters * step_flops(m, n, h, k)
+
+    def base():
+        step = NumpyStep(x, y, params, lr)
+        for _ in range(iters):
+            step.step()
+
+    rows = []
+    for name in kernels:
+        ran = {}
+
+        def ours(name=name):
+            res = fastnn.train(x, y, params=params, iters=iters, lr=lr, kernel=name, seed=1)
+            if res.n_steps != iters:
+                raise RuntimeError(f"bench {which}: {name} stopped after {res.n_steps} steps")
+            ran["name"] = res.ran
+
+        ours()
+        base()
+        ratio, ta, tb = paired_ratio(ours, base, rounds=rounds, budget=budget, settle=settle)
+        med = float(np.median(ta))
+        done = (dual.flops(m, n, h, k, m, iters, 0.0, 1)[1] if ran["name"] == "dual"
+                else primal)
+        row = dict(bench=which, kernel=name, ran=ran["name"], shape=[m, n, h, k],
+                   dtype=dt.name, iters=iters, ms=med * 1e3, ms_min=min(ta) * 1e3,
+                   ms_max=max(ta) * 1e3, numpy_ms=float(np.median(tb)) * 1e3,
+                   gflops=primal / med / 1e9, gflops_done=done / med / 1e9, x_vs_numpy=ratio)
+        rows.append(row)
+        out(f"{which:<7} {name:<8} ({ran['name']}) {'x'.join(map(str, (m, n, h, k)))} "
+            f"{dt.name}, {iters} steps: {row['ms']:.1f} ms ({row['ms_min']:.1f}-"
+            f"{row['ms_max']:.1f}); careful numpy {row['numpy_ms']:.1f} ms: {ratio:.2f}x; "
+            f"{row['gflops']:.1f} GFLOP/s counted as the primal form's, "
+            f"{row['gflops_done']:.1f} done")
+    return rows
+
+
 def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="auto", *,
                  rounds=5, settle=SETTLE, out=print):
     """Paired: ``fastnn.MLPClassifier.fit`` against scikit-learn's, on digits."""
@@ -225,8 +300,9 @@ def main(args) -> int:
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
         which = args.benches.split(",")
         for w in which:
-            if w not in ("epoch", "digits"):
-                raise ValueError(f"benches: expected epoch and/or digits, got {w!r}")
+            if w not in ("epoch", "digits") + tuple(RUNS):
+                raise ValueError(f"benches: expected some of epoch, digits, "
+                                 f"{', '.join(RUNS)}; got {w!r}")
         if "digits" in which:
             try:
                 import sklearn  # noqa: F401
@@ -248,6 +324,15 @@ def main(args) -> int:
         for r in rows:
             r["pct_peak"] = 100 * r["gflops"] / peak
             print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the BLAS peak")
+    for w in RUNS:
+        if w in which:
+            done = bench_run(w, kernels, rounds=max(args.rounds, 15))
+            for r in done:
+                top = peak if r["dtype"] == dtype.name else blas_peak(np.dtype(r["dtype"]))
+                r["pct_peak"] = 100 * r["gflops_done"] / top
+                print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the {r['dtype']} BLAS "
+                      f"peak (flops done)")
+            rows += done
     if "digits" in which:
         for k in kernels:
             rows += bench_digits(args.digits_epochs, dtype=dtype, kernel=k,
@@ -255,7 +340,9 @@ def main(args) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(peak_gflops=peak, threads=fastnn.get_num_threads(), rows=rows), f,
+            json.dump(dict(peak_gflops=peak, threads=fastnn.get_num_threads(),
+                           rounds=args.rounds, date=time.strftime("%Y-%m-%d"),
+                           command="fastnn " + " ".join(sys.argv[1:]), rows=rows), f,
                       indent=1)
         print(f"json        {args.json}")
     return 0
