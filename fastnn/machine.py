@@ -24,6 +24,29 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (``/proc/cpuinfo``; empty where it is not readable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def simd_description() -> str:
+    """The vector instructions fastnn's kernels can use here, and whether bfloat16 would run in
+    hardware (AVX512_BF16's ``vdpbf16ps``: issue 12's bfloat16 mode needs it)."""
+    flags = cpu_flags()
+    if not flags:
+        return "unknown (no /proc/cpuinfo)"
+    have = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni") if f in flags]
+    bf16 = "yes" if "avx512_bf16" in flags else "no"
+    return f"{' '.join(have) or 'none of avx2/fma/avx512'}; AVX512_BF16: {bf16}"
+
+
 def fingerprint() -> str:
     """CPU, cores, architecture and the versions that decide which kernel is fastest."""
     import numba
@@ -58,6 +81,7 @@ def info_lines() -> list[str]:
         f"numba       {numba.__version__}",
         f"scipy       {scipy.__version__}",
         f"cpu         {cpu_name()} ({os.cpu_count()} logical cores)",
+        f"simd        {simd_description()}",
         f"threads     fastnn {threads.get_num_threads()}, numba max {threads.max_threads()}",
         f"numba layer {layer} ({concurrency})",
         f"cache       {jit.cache_dir() if jit.CACHE else 'off'}",

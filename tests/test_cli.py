@@ -83,6 +83,10 @@ def test_info():
     assert res.returncode == 0, res.stderr
     for word in ("numpy", "numba", "numba layer", "blas", "threads", "cpu", "kernels"):
         assert word in res.stdout
+    from fastnn import machine
+    simd = next(line for line in res.stdout.splitlines() if line.startswith("simd"))
+    has = "avx512_bf16" in machine.cpu_flags()  # the line agrees with /proc/cpuinfo
+    assert ("AVX512_BF16: yes" if has else "AVX512_BF16: no") in simd or not machine.cpu_flags()
 
 
 def test_bench_small(tmp_path):
