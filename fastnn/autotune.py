@@ -28,10 +28,10 @@ import os
 import tempfile
 import threading
 
-import numba
 import numpy as np
 
-from . import kernels
+from . import background, kernels
+from .kernels import jit
 from .kernels.common.losses import SQUARED  # noqa: F401  (the loss auto measures with)
 from .kernels.variant import Variant, step_flops
 from .machine import fingerprint
@@ -101,33 +101,16 @@ def candidates() -> list[str]:
     return [v.name for v in kernels.variants() if v.candidate]
 
 
-def ready(dtype) -> list[str]:
-    """The candidates a first call measures: numpy, the ``PRIMARY`` routes (whose compile the
-    first call pays anyway), and any other whose step is already compiled for ``dtype``, in this
-    process or in Numba's on-disk cache.  Compiling every candidate cold costs ~15 s; ``fastnn
-    tune`` does, and measures them all."""
+def ready(dtype, foreground=False) -> list[str]:
+    """The candidates a first call measures: numpy, the ``PRIMARY`` routes (when their compile
+    is done, or compiles run in the foreground: ``background.usable``), and any other whose
+    step is already compiled for ``dtype``, in this process or in Numba's on-disk cache.
+    Compiling every candidate cold costs ~15 s; ``fastnn tune`` does, and measures them all.
+    ``foreground``: the PRIMARY routes count as ready (the caller compiles them now)."""
     return [name for name in candidates()
-            if name in PRIMARY or kernels.get(name).compiled is None
-            or _compiled_for(kernels.get(name).compiled, dtype)]
-
-
-def _compiled_for(dispatcher, dtype) -> bool:
-    """Whether ``dispatcher`` has machine code for arrays of ``dtype``: compiled in this process,
-    or in the on-disk cache (its index read without loading anything).  The index is Numba's
-    internal format: if that ever changes, this answers False, which only narrows the choice."""
-    want = numba.from_dtype(np.dtype(dtype))
-
-    def for_dtype(sig):
-        return any(isinstance(t, numba.types.Array) and t.dtype == want for t in sig)
-
-    if any(for_dtype(sig) for sig in dispatcher.signatures):
-        return True
-    try:
-        index = dispatcher._cache._cache_file._load_index()
-        magic = dispatcher.targetctx.codegen().magic_tuple()
-        return any(key[1] == magic and for_dtype(key[0]) for key in index)
-    except Exception:
-        return False
+            if kernels.get(name).compiled is None
+            or (_runs_now(name, dtype, foreground) if name in PRIMARY
+                else jit.compiled_for(kernels.get(name).compiled, dtype))]
 
 
 # OpenBLAS's idle workers spin for up to 2**28 cycles (~0.1 s) after a call, so the warm-up must
@@ -141,9 +124,11 @@ def _pool_of(name) -> str:
     return kernels.get(name).pool
 
 
-def measure(params: Params, x, y, names=None, *, repeats=2, budget=0.03) -> dict[str, float]:
+def measure(params: Params, x, y, names=None, *, repeats=3, budget=0.03,
+            spreads=None) -> dict[str, float]:
     """Median seconds per ``sgd_step`` of each variant on copies of ``params`` (never the caller's
-    arrays).  ``x``, ``y`` are validated, kernel-ready arrays."""
+    arrays).  ``x``, ``y`` are validated, kernel-ready arrays.  ``spreads``: a dict to receive
+    each variant's slowest block / fastest block."""
     # candidates sharing a thread pool run next to each other: fewer long warm-ups
     names = sorted(names or candidates(), key=_pool_of)
     lr = 1e-12  # the copies barely move, so every block times the same numbers
@@ -163,6 +148,8 @@ def measure(params: Params, x, y, names=None, *, repeats=2, budget=0.03) -> dict
             block(f, WARM_UP if _pool_of(name) != pool else WARM_UP_SAME_POOL)
             pool = _pool_of(name)
             times[name].append(block(f, budget))
+    if spreads is not None:
+        spreads.update({name: float(max(t) / min(t)) for name, t in times.items()})
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -173,6 +160,15 @@ def measure(params: Params, x, y, names=None, *, repeats=2, budget=0.03) -> dict
 # fused-wide-openblas 1.45-2.3x the careful numpy step, fused-wide 1.34-2.35x (its tiny gemms are
 # cheaper to call in OpenBLAS than in MKL).
 MEASURE_FLOPS = 1_000_000
+# A measurement whose blocks of one candidate spread more than this (slowest / fastest) was
+# made on a busy machine: kept in this process, shown by ``fastnn tune --show``, not reused by
+# later processes.  A training run whose steps took DRIFT times more (or less) than the
+# remembered timing drops it (``note_run``): the next run measures again.
+BUSY_SPREAD = 1.5
+DRIFT = 3.0
+
+# What ``auto`` runs while the compiled kernels are being built (``fastnn/background.py``).
+BOOTSTRAP = "numpy"
 SMALL_CHOICE = ("fused-wide-openblas" if "fused-wide-openblas" in kernels.available()
                 else "fused-wide")
 
@@ -194,7 +190,7 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True, whole_loop=F
     n, h = params.w1.shape
     k = params.w2.shape[1]
     if not retune and step_flops(m, n, h, k) < MEASURE_FLOPS:
-        return SMALL_CHOICE
+        return SMALL_CHOICE if _runs_now(SMALL_CHOICE, params.dtype, whole_loop) else BOOTSTRAP
     threads = get_num_threads()
     key = _key(m, n, h, k, params.dtype, threads)
     layers = key.split("x", 1)[1]  # "n x h x k / dtype / threads"
@@ -202,16 +198,27 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True, whole_loop=F
     with _lock:
         if not retune:
             choice = _remembered(key, params.dtype, measure_now, qualifies)
-            if choice is not None:
+            if choice is not None and _runs_now(choice, params.dtype, whole_loop):
                 _by_layers[layers] = choice
                 return choice
             if not measure_now:
                 fallback = _by_layers.get(layers, SMALL_CHOICE)
-                return fallback if qualifies(fallback) else SMALL_CHOICE
-        names = [name for name in ready(params.dtype) if qualifies(name)]
+                fallback = fallback if qualifies(fallback) else SMALL_CHOICE
+                return fallback if _runs_now(fallback, params.dtype, whole_loop) else BOOTSTRAP
+        names = [name for name in ready(params.dtype, whole_loop or retune) if qualifies(name)]
+        if not any(kernels.get(n).compiled is not None for n in names):
+            return BOOTSTRAP  # nothing compiled yet (it is being built): nothing to measure
         chosen = _measure_and_remember(params, x, y, key, names)["kernel"]
         _by_layers[layers] = chosen
         return chosen
+
+
+def _runs_now(name, dtype, foreground=False) -> bool:
+    """Whether ``name`` runs without a compile now (a remembered choice whose machine code is in
+    no cache any more -- a new fastnn, an emptied cache -- would compile in the foreground), or
+    ``foreground``: the caller may compile (``whole_loop=True``: never a Python loop instead)."""
+    return (foreground or kernels.get(name).compiled is None
+            or background.usable(name, dtype))
 
 
 def _any(name) -> bool:
@@ -235,12 +242,15 @@ def _pick(entry: dict, qualifies) -> str | None:
 
 def _remembered(key, dtype, measure_now, qualifies) -> str | None:
     """The remembered choice for ``key`` (memory, then disk), if it still stands: measured with
-    every candidate ready now (unless ``measure_now`` is false, when any will do)."""
+    every candidate ready now (unless ``measure_now`` is false, when any will do), and on disk
+    not measured on a busy machine (this process's own busy measurement stands: measuring again
+    at once would meet the same load)."""
     entry = _memory.get(key)
     if entry is None:
         entry = _load().get(key)
         if (not isinstance(entry, dict) or not isinstance(entry.get("us"), dict)
-                or (measure_now and not set(ready(dtype)) <= set(entry["us"]))):
+                or (measure_now and (entry.get("busy")
+                                     or not set(ready(dtype)) <= set(entry["us"])))):
             return None
         _memory[key] = entry
     return _pick(entry, qualifies)
@@ -250,14 +260,37 @@ def _measure_and_remember(params: Params, x, y, key: str, names) -> dict:
     """Measure ``names``, remember the timings (memory and disk); returns the entry
     ``{"kernel": the fastest, "us": {name: microseconds per step}}``.  Call with ``_lock``
     held."""
-    timings = measure(params, x, y, names)
+    spreads = {}
+    timings = measure(params, x, y, names, spreads=spreads)
     entry = {"kernel": min(timings, key=timings.get),
-             "us": {name: t * 1e6 for name, t in timings.items()}}
+             "us": {name: t * 1e6 for name, t in timings.items()},
+             "spread": {name: round(v, 3) for name, v in spreads.items()},
+             "busy": max(spreads.values(), default=1.0) > BUSY_SPREAD}
     _memory[key] = entry
     stored = _load()  # read again: another process may have written while we measured
-    stored[key] = entry
+    stored[key] = entry  # a busy entry is stored to be seen (tune --show), never reused
     _save(stored)
     return entry
+
+
+def note_run(params: Params, m: int, name: str, threads: int, seconds_per_step: float) -> None:
+    """After a training run chosen by ``auto``: when its steps ran ``DRIFT`` times slower or
+    faster than the remembered timing of the variant, that timing was not this machine's usual
+    (a busy moment, one way or the other): forget the choice, so the next run measures again.
+    """
+    n, h = params.w1.shape
+    key = _key(m, n, h, params.w2.shape[1], params.dtype, threads)
+    with _lock:
+        entry = _memory.get(key) or _load().get(key)
+        if not isinstance(entry, dict) or not entry.get("us", {}).get(name):
+            return
+        ratio = seconds_per_step * 1e6 / entry["us"][name]
+        if 1 / DRIFT < ratio < DRIFT:
+            return
+        _memory.pop(key, None)
+        stored = _load()
+        if stored.pop(key, None) is not None:
+            _save(stored)
 
 
 def tune(shape, dtype, *, seed=0) -> dict:

@@ -1,6 +1,6 @@
 """The fastnn command: train the two-layer network, predict with a trained one, time the kernels.
 
-Commands: train, predict, bench, bench-train, tune, info.  'fastnn COMMAND --help' describes each.
+Commands: train, predict, bench, bench-train, tune, build, info.  'fastnn COMMAND --help' describes each.
 """
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     _bench_train_parser(sub)
     _tune_parser(sub)
+    bd = sub.add_parser(
+        "build", help="compile the kernels auto runs into the disk cache now (once, e.g. after "
+        "installing): processes that end before the background build finishes then start "
+        "compiled")
+    bd.add_argument("--dtype", default="float32,float64",
+                    help="comma-separated dtypes to build (default float32,float64)")
     sub.add_parser("info", help="versions, CPU, threads, threading layer and BLAS")
     return parser
 
@@ -545,6 +551,9 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
     if getattr(result, "ranks", None):
         threads = f"{result.ranks} ranks of {result.threads} thread(s)"
     print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, {threads}")
+    if len(result.schedule) > 1:  # a switch from numpy once compiled, or threads under load
+        print("schedule    " + ", ".join(f"step {s}: {k} on {t} thread{'s' * (t > 1)}"
+                                         for s, k, t in result.schedule))
     if result.diverged:
         print(f"diverged    at step {result.diverged_at}; kept the last finite parameters")
     if args.checkpoint or args.resume:
@@ -624,7 +633,9 @@ def _tune(args) -> int:
         return 0
     if args.show:
         for key, choice in sorted(autotune.remembered().items()):
-            print(f"{key:<32} {choice.get('kernel')}")
+            print(f"{key:<32} {choice.get('kernel')}"
+                  f"{'  (measured on a busy machine: not reused)' if choice.get('busy') else ''}")
+            print(_timings(choice))
         print(f"file        {autotune.tune_file()}")
         return 0
     try:
@@ -637,12 +648,28 @@ def _tune(args) -> int:
     for name, shape in shapes:
         for dt in dtypes:
             result = autotune.tune(shape, dt)
-            times = ", ".join(f"{k} {v:.1f} us" for k, v in sorted(result["us"].items(),
-                                                                     key=lambda kv: kv[1]))
             print(f"{name:<8} {dt.name:<8} threads {fastnn.get_num_threads()}: "
-                  f"{result['kernel']:<6} ({times})")
+                  f"{result['kernel']}")
+            print(_timings(result))
+            if result.get("busy"):
+                print(f"    ! the blocks of one candidate spread more than "
+                      f"{autotune.BUSY_SPREAD}x: the machine was busy; this choice is kept for "
+                      f"this process only.  Run fastnn tune again with nothing else running.")
     print(f"file        {autotune.tune_file()}")
     return 0
+
+
+def _timings(entry) -> str:
+    """A remembered choice's timings, fastest first, with the spread of each (slowest block /
+    fastest) and the winner's margin over the runner-up: why it won."""
+    us = entry.get("us", {})
+    spread = entry.get("spread", {})
+    order = sorted(us, key=us.get)
+    lines = [f"    {name:<22} {us[name]:>10.1f} us"
+             + (f"  spread {spread[name]:.2f}x" if name in spread else "") for name in order]
+    if len(order) > 1:
+        lines.append(f"    {order[0]} wins by {us[order[1]] / us[order[0]]:.2f}x over {order[1]}")
+    return "\n".join(lines)
 
 
 def _plot(result, path: str, title: str) -> None:
@@ -674,6 +701,36 @@ def _plot(result, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def _build_cache(args) -> int:
+    """``fastnn build``: what the background build does (``fastnn/_build.py``), in the
+    foreground, with the time each dtype took."""
+    import time
+
+    from . import _build, background
+    from .kernels import jit
+
+    if not jit.CACHE:
+        print("fastnn build: the disk cache is off (FASTNN_CACHE=0): nothing to build into",
+              file=sys.stderr)
+        return 2
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    for d in dtypes:
+        if d not in ("float32", "float64"):
+            print(f"fastnn build: --dtype: expected float32 and/or float64, got {d!r}",
+                  file=sys.stderr)
+            return 2
+    print(f"cache       {jit.cache_dir()}")
+    for d in dtypes:
+        todo = [t for t in background.targets() if not kernels.ready(t, d)]
+        began = time.perf_counter()
+        if todo:
+            _build.build(d, todo)
+        took = time.perf_counter() - began
+        what = f"built {', '.join(todo)} in {took:.1f} s" if todo else "ready already"
+        print(f"{d:<11} {what}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -701,6 +758,8 @@ def _command(args) -> int:
         return train_bench.main(args)
     if args.command == "tune":
         return _tune(args)
+    if args.command == "build":
+        return _build_cache(args)
     from .machine import info_lines
 
     print("\n".join(info_lines()))

@@ -33,13 +33,16 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import checkpoint as ckpt_io
-from . import kernels, reference
+from . import autotune, background, kernels, reference
 from .autotune import resolve
 from .kernels.common import losses as loss_codes
 from .kernels.variant import optim_step_loop, step_loop
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
-from .threads import num_threads
+from .threads import ThreadWatch, get_num_threads, num_threads
+from .threads import _set as set_threads_now
+from .threads import free_cores
+from .threads import held as threads_held
 from .validation import (as_numeric_array, check_finite, check_inputs, check_lr, check_params,
                          check_targets, check_x)
 
@@ -90,7 +93,8 @@ class TrainResult:
     ``diverged_at``: the step whose loss was not finite (None if none); ``stopped_early``,
     ``best_epoch``: early stopping's outcome.  ``optimizer`` holds the optimiser state.
     ``kernel``: the name asked for; ``ran``: the variant that ran (for ``"auto"`` its choice,
-    made once for the run and kept in its checkpoints, so a resumed run continues with it).
+    made once for the run and kept in its checkpoints, so a resumed run continues with it; the
+    last one when the run switched, see ``schedule``).
     """
 
     params: Params
@@ -112,6 +116,10 @@ class TrainResult:
     interrupted: bool = False  # stopped by Ctrl-C (train raises TrainingInterrupted with it)
     ranks: Optional[int] = None  # fastnn.distributed.train: the ranks, and threads per rank
     threads: Optional[int] = None
+    # what ran from which step: [(step, kernel, threads), ...]; more than one entry when the run
+    # started on numpy while its compiled kernels were built (fastnn/background.py), or changed
+    # its thread count (a busy machine: see _Run.watch)
+    schedule: list = field(default_factory=list)
 
     @property
     def diverged(self) -> bool:
@@ -220,29 +228,60 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     total = (_positive_int(iters, "iters") if iters is not None else
              _positive_int(epochs, "epochs") * per_epoch)
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
-    with num_threads(threads):
+    adaptive = threads is None and kernel == kernels.AUTO
+    # a busy machine: the run, its setup included (the dual form's Gram matrix), starts on the
+    # cores other programs leave free (threads.ThreadWatch)
+    start = _start_threads() if adaptive else None
+    with num_threads(threads), threads_held(start):
         dual = choose_dual(kernel, whole_loop, opt, params, m, batch, total, resumed,
                            materializations=1 + (0 if every is None else total // every)
                            + (total // per_epoch if epoch_callback or early_stopping else 0))
-        if dual:
-            from .kernels.dual import DualSteps
+        if dual and rows is not None:  # the dual form keeps its training rows together
+            x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
+        first = slice(0, batch) if rows is None else rows[:batch]
 
-            if rows is not None:  # the dual form keeps its training rows together
-                x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
-            world = DualSteps(x, y, params, opt, x_val,
-                              arrays=resumed.arrays if resumed is not None else None)
-            variant, whole = kernels.get(kernels.PRIMARY), True
+        def compiled_route():
+            """(variant, whole, world) of the run's compiled route, chosen now."""
+            if dual:
+                from .kernels.dual import DualSteps
+
+                return kernels.get(kernels.PRIMARY), True, DualSteps(
+                    x, y, params, opt, x_val,
+                    arrays=resumed.arrays if resumed is not None else None)
+            return (*choose_variant(kernel, whole_loop, params, x[first], y[first], resumed,
+                                    opt), None)
+
+        def primary_route():
+            """The route a run that started on numpy continues on once it is built: the
+            primary one, not measured (a measurement would stall the run ~0.5 s; the next run
+            on this shape measures)."""
+            return kernels.get(kernels.PRIMARY), whole_loop is not False, None
+
+        pending = None
+        if (dual and kernel == kernels.AUTO and resumed is None
+                and not background.usable("dual", params.dtype)):
+            # start on numpy while the dual form is built; with momentum the dual form cannot
+            # take over a primal velocity, so the compiled primal route does
+            variant, whole, world = kernels.get(autotune.BOOTSTRAP), False, None
+            if opt.momentum:
+                dual = False
+            pending = compiled_route if dual else primary_route
         else:
-            world = None
-            first = slice(0, batch) if rows is None else rows[:batch]
-            variant, whole = choose_variant(kernel, whole_loop, params, x[first], y[first],
-                                            resumed, opt)
+            variant, whole, world = compiled_route()
+            if (kernel == kernels.AUTO and variant.name == autotune.BOOTSTRAP and resumed is None
+                    and background.building(params.dtype)):
+                pending = primary_route  # auto found nothing compiled yet: it is being built
         run = _Run(variant, whole, opt, params, (x, y, rows), (x_val, y_val), total, cfg, kernel,
-                   info, epoch_callback, world=world)
+                   info, epoch_callback, world=world, pending=pending,
+                   adaptive=adaptive, start_threads=start, dual_pending=pending is not None and dual)
         if resumed is not None:
             run.restore(resumed, resume)
         run.execute(callback, callback_every, checkpoint, every, progress)
     result = run.result()
+    if (kernel == kernels.AUTO and len(result.schedule) == 1 and result.ran != "dual"
+            and result.n_steps > PROBE_STEPS):
+        autotune.note_run(params, batch, result.ran, result.schedule[0][2],
+                          result.seconds_per_iter)
     if run.interrupted:
         where = f"; checkpoint {checkpoint} written there" if checkpoint is not None else ""
         raise TrainingInterrupted(f"training interrupted by Ctrl-C after step "
@@ -250,6 +289,14 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     if result.diverged:
         _report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
     return result
+
+
+def _start_threads():
+    """The thread count an adaptive run starts on when other programs hold cores, else None
+    (all it may use)."""
+    n = get_num_threads()
+    free = free_cores() if n > 1 else n
+    return free if free < n else None
 
 
 # --- the settings ---------------------------------------------------------------------------------
@@ -505,10 +552,22 @@ class _Run:
     it and ``restore`` can bring it back exactly."""
 
     def __init__(self, variant, whole, opt, params, data, validation, total, cfg: RunConfig,
-                 kernel, info=None, epoch_callback=None, world=None):
+                 kernel, info=None, epoch_callback=None, world=None, pending=None,
+                 adaptive=False, start_threads=None, dual_pending=False):
         self.variant, self.whole, self.opt, self.kernel = variant, whole, opt, kernel
         self.info, self.epoch_callback = info, epoch_callback
         self.ran = getattr(world, "name", None) or variant.name  # "dual" for the dual form
+        # ``pending``: the run started on numpy while its compiled route is built in the
+        # background; called at a step boundary once that is ready, it returns (variant,
+        # whole, world) to continue with
+        self.pending = pending
+        self.waits_for = "dual" if dual_pending else kernels.PRIMARY
+        # ``adaptive`` (kernel="auto" and no thread count given): the thread count of each block
+        # comes from ``watch`` (threads.ThreadWatch), 1 while a background build runs beside
+        self.threads = get_num_threads()
+        self.watch = ThreadWatch(self.threads, start=start_threads) if adaptive else None
+        self.block_threads = start_threads or self.threads
+        self.schedule = [] if self.watch is not None else [(0, self.ran, self.threads)]
         # ``world``: None for this process alone; else ``fastnn.distributed``'s, which runs the
         # steps and the validation loss across ranks, writes checkpoints and shows the bar on
         # rank 0 only, and agrees on Ctrl-C (``stop_agreed``) so that every rank stops together
@@ -558,7 +617,8 @@ class _Run:
                     val_losses=self.val_losses,
                     best=self.best if math.isfinite(self.best) else None,
                     best_epoch=self.best_epoch, bad_epochs=self.bad_epochs,
-                    stopped_early=self.stopped_early, ran=self.ran)
+                    stopped_early=self.stopped_early, ran=self.ran,
+                    schedule=[list(e) for e in self.schedule])
         if self.info is not None:
             meta["info"] = self.info
         opt = dict(self.opt.hyperparameters(), t=self.opt.t)
@@ -581,6 +641,10 @@ class _Run:
             raise ValueError(f"resume: checkpoint {path!r} is at step {ck.step}, past this run's "
                              f"{self.total} steps")
         self.step = self.resumed_from = ck.step
+        self.schedule = [tuple(e) for e in meta.get("schedule", [])]
+        if self.watch is None and (not self.schedule
+                                   or self.schedule[-1][1:] != (self.ran, self.threads)):
+            self.schedule.append((ck.step, self.ran, self.threads))
         self.losses[:ck.step] = ck.losses
         self.opt.t = int(ck.optimizer.get("t", 0))
         self.opt.state = {k: v.copy() for k, v in ck.optimizer_state.items()}
@@ -686,6 +750,14 @@ class _Run:
             self._end_epoch((self.step - 1) // self.per_epoch)
 
     def execute(self, callback, callback_every, checkpoint, every, progress):
+        try:
+            self._execute(callback, callback_every, checkpoint, every, progress)
+        finally:
+            if self.block_threads != self.threads:  # the caller's thread count back
+                set_threads_now(self.threads)
+                self.block_threads = self.threads
+
+    def _execute(self, callback, callback_every, checkpoint, every, progress):
         bar = _progress_bar(self, progress and (self.world is None or self.world.is_root))
         # Epoch-end work (curves, validation, early stopping) runs between blocks; in full-batch
         # runs without it, many steps (epochs of one step) run per block.
@@ -700,6 +772,7 @@ class _Run:
                 stop = next_stop(start, self.total, self.per_epoch, bulk=bulk, burst=burst,
                                  callback_every=callback_every if callback is not None else None,
                                  checkpoint_every=every, limit=self.limit)
+                self._set_block_threads(start)
                 began = time.perf_counter()
                 done = self._run_steps(start, stop)
                 if start == 0:
@@ -707,6 +780,9 @@ class _Run:
                 else:  # steps worth BLOCK_SECONDS in the next block
                     per_step = (time.perf_counter() - began) / done
                     self.limit = max(1, int(BLOCK_SECONDS / max(per_step, 1e-9)))
+                    if self.watch is not None and self.pending is None \
+                            and not background.building(self.params.dtype):
+                        self.watch.observe(self.block_threads, per_step)
                 self.step = start + done
                 if not np.isfinite(self.losses[self.step - 1]):
                     self._diverged()
@@ -717,6 +793,8 @@ class _Run:
                 self._after_block(start, bulk)
                 if checkpoint is not None and every is not None and self.step % every == 0:
                     self.save(checkpoint)
+                if self.pending is not None:
+                    self._switch_when_ready()
                 _update_bar(bar, self, start)
                 if (self.stop_agreed if getattr(self.world, "agrees_on_stop", False)
                         else interrupt_requested()):
@@ -733,13 +811,47 @@ class _Run:
         if bar is not None:
             bar.close()
 
+    def _set_block_threads(self, step):
+        """The thread count of the next block (``adaptive`` runs only): one while a background
+        build runs beside the steps, else ``watch``'s."""
+        if self.watch is None:
+            return
+        building = self.pending is not None or background.building(self.params.dtype)
+        n = 1 if building else self.watch.threads()
+        if n != self.block_threads:
+            set_threads_now(n)
+            self.block_threads = n
+        if not self.schedule or self.schedule[-1][1:] != (self.ran, n):
+            self.schedule.append((step, self.ran, n))
+
+    def _switch_when_ready(self):
+        """Continue on the compiled route once the background build is done (a build that ended
+        without it, a failed one, leaves the run on numpy: a compile here would stall it)."""
+        dtype = self.params.dtype
+        if not background.ready_now(self.waits_for, dtype, not self.opt.is_plain_sgd):
+            if not background.building(dtype):
+                self.pending = None
+            return
+        variant, whole, world = self.pending()
+        self.pending = None
+        self.variant, self.whole, self.world = variant, whole, world
+        self.ran = getattr(world, "name", None) or variant.name
+        self.snapshot, self.snapshot_step = self.params.copy(), self.step
+        if hasattr(world, "save_state"):
+            self.world_snapshot = world.save_state()
+        if self.watch is not None:
+            self.watch = ThreadWatch(self.threads, start=_start_threads())  # a new kernel: its
+            # own timings
+        if self.watch is None and self.ran != self.schedule[-1][1]:
+            self.schedule.append((self.step, self.ran, self.block_threads))
+
     def result(self) -> TrainResult:
         return TrainResult(self.params, self.losses, self.kernel, self.params.dtype,
                            self.seconds, self.first, np.array(self.epoch_losses, np.float64),
                            np.array(self.val_losses, np.float64), self.per_epoch,
                            self.cfg.seed, self.diverged_at, self.stopped_early,
                            self.best_epoch, self.opt, self.ran, self.resumed_from,
-                           self.interrupted)
+                           self.interrupted, schedule=list(self.schedule))
 
 
 def _progress_bar(run: _Run, progress):

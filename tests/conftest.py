@@ -12,6 +12,10 @@ from fastnn.profiling.problems import problem
 
 # kernel="auto" remembers its choices on disk: keep the tests' choices out of the user's cache.
 os.environ["FASTNN_TUNE_DIR"] = tempfile.mkdtemp(prefix="fastnn-tests-tune-")
+# auto's first runs on a cold cache would start on numpy while a child process compiles
+# (fastnn/background.py): what ran would depend on timing.  Off here; tests/test_background.py
+# turns it on where it is the subject.
+os.environ["FASTNN_BACKGROUND_COMPILE"] = "0"
 
 # The concrete variants that the parametrised tests run, from the registry (auto resolves to one
 # of them and has its own tests, since it measures before it first runs).
@@ -110,3 +114,14 @@ def params_as(params, dtype):
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _thread_count_restored():
+    """A test that sets the process's thread count (``fastnn train --threads 1`` through
+    ``cli.main``) must not change it for the tests after it (``auto``'s choices are per
+    thread count)."""
+    before = fastnn.get_num_threads()
+    yield
+    if fastnn.get_num_threads() != before:
+        fastnn.set_num_threads(before)

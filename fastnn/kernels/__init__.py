@@ -80,6 +80,19 @@ def get(name) -> Variant:
                          f"{', '.join(available())}") from None
 
 
+def ready(name, dtype, optimizers=True) -> bool:
+    """Whether ``kernel=name`` runs for ``dtype`` without compiling: numpy code, or every
+    compiled function it calls already built for ``dtype``, in this process or in Numba's disk
+    cache (``jit.compiled_for``).  ``optimizers=False``: all but the loop of the optimisers
+    other than plain SGD (the slowest to compile)."""
+    if name in TRAINING_FORMS:
+        return jit.compiled_for(dual.train_loop, dtype)
+    dispatchers = get(name).dispatchers
+    if not optimizers:
+        dispatchers = dispatchers[:3]  # step, predict, the plain SGD loop
+    return all(jit.compiled_for(d, dtype) for d in dispatchers)
+
+
 def check_name(name) -> str:
     """The name ``kernel=name`` runs under: ``name`` itself, or for an alias its variant's name
     (with a warning); the error ``get`` raises for a name ``kernel=`` does not accept."""

@@ -81,3 +81,35 @@ def cache_location():
         yield
     finally:
         numba.config.CACHE_DIR = old
+
+
+def compiled_for(dispatcher, dtype) -> bool:
+    """Whether ``dispatcher`` has machine code for arrays of ``dtype``: compiled in this process,
+    or in the on-disk cache (its index read without loading anything).  The index is Numba's
+    internal format: if that ever changes, this answers False (``auto`` then measures fewer
+    candidates, and training starts on numpy while a compile that is not needed runs)."""
+    import numpy as np
+
+    want = numba.from_dtype(np.dtype(dtype))
+    other = numba.from_dtype(np.dtype(np.float32 if want == numba.float64 else np.float64))
+
+    def dtypes(types):  # the element types of every array, inside tuples too
+        for t in types:
+            if isinstance(t, numba.types.Array):
+                yield t.dtype
+            elif isinstance(t, numba.types.BaseTuple):
+                yield from dtypes(t.types)
+
+    def for_dtype(sig):
+        # float32 code also takes float64 arrays (the losses); float64 code takes no float32
+        seen = set(dtypes(sig))
+        return want in seen and (want == numba.float32 or other not in seen)
+
+    if any(for_dtype(sig) for sig in dispatcher.signatures):
+        return True
+    try:
+        index = dispatcher._cache._cache_file._load_index()
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+        return any(key[1] == magic and for_dtype(key[0]) for key in index)
+    except Exception:
+        return False

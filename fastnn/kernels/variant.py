@@ -63,8 +63,10 @@ class Variant:
                      is subnormal (a finding of the property test, which knows it from here).
     ``pool``         the thread pools a step keeps busy: a BLAS library (``"mkl"``, ``"numpy"``
                      for numpy's OpenBLAS, ``"scipy"``), ``"numba"``, or both (``"numba+mkl"``).
-    ``compiled``     the compiled step (a Numba dispatcher; None for numpy code): ``auto`` asks
-                     it whether machine code for a dtype is ready.
+    ``compiled``     the compiled step (a Numba dispatcher; None for numpy code).
+    ``dispatchers``  every compiled function the variant calls into (step, predict, the two
+                     loops): ``kernels.ready`` asks them whether machine code for a dtype is
+                     ready, in this process or in Numba's disk cache.
     ``candidate``    ``auto`` may choose it.
 
     Every variant runs every optimiser; ``train_loop`` / ``train_loop_optim`` are present when
@@ -82,6 +84,7 @@ class Variant:
     blas_update: tuple = ()
     pool: str = "numpy"
     compiled: Any = None
+    dispatchers: tuple = ()
     candidate: bool = False
 
     @property
@@ -360,7 +363,8 @@ def compiled_variant(name: str, description: str, *, step, predict, work, train_
         return count_updates(optimizer, losses, done)
 
     return Variant(name, description, _predict, _loss_and_grads, _sgd_step, _train_loop,
-                   _train_loop_optim, pool=pool, compiled=step, **facts)
+                   _train_loop_optim, pool=pool, compiled=step,
+                   dispatchers=(step, predict, train_loop, train_loop_optim), **facts)
 
 
 def with_openblas_twin(variant_args: dict) -> list[Variant]:

@@ -85,7 +85,9 @@ def footnote(report) -> str:
         warm = [c["warm_first_step_s"] for c in compile_rows]
         text += (f"  First step in a new process at the seed's shape, float64, empty Numba cache: "
                  f"{', '.join(parts)}; with the cache filled {min(warm):.2f}-{max(warm):.2f} s "
-                 f"(`fastnn bench --compile`).")
+                 f"(`fastnn bench --compile`, which compiles in the foreground: by default `auto` "
+                 f"starts on `numpy` at once while the compile runs in another process, see "
+                 f"the README's Busy machines and the first run).")
     return text
 
 

@@ -89,7 +89,8 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
             med = float(np.median(ta))
             rows.append(dict(kernel=name, stage=stage, us=med * 1e6, us_min=min(ta) * 1e6,
                              us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) / per * 1e6,
-                             gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio))
+                             gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio,
+                             spread=max(max(ta) / min(ta), max(tb) / min(tb))))
             if name == "auto":  # what auto ran: its remembered choice for this shape
                 from ..autotune import resolve
 
@@ -202,7 +203,9 @@ def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
     """First-step seconds in a new process: with an empty Numba cache and no remembered ``auto``
     choice (cold), then again with the cache and choice that run left (warm).  Import time is
     reported separately.  At the seed's shape, so that ``auto``'s first call measures (below
-    ``autotune.MEASURE_FLOPS`` it would not)."""
+    ``autotune.MEASURE_FLOPS`` it would not).  The compile runs in the foreground
+    (``FASTNN_BACKGROUND_COMPILE=0``): this is what compiling costs, not what ``auto`` makes a
+    user wait by default (nothing: it starts on numpy, ``fastnn/background.py``)."""
     code = (
         "import time, sys\n"
         "t0 = time.perf_counter()\n"
@@ -218,7 +221,8 @@ def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
     )
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNN_TUNE_DIR=cache)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNN_TUNE_DIR=cache,
+                   FASTNN_BACKGROUND_COMPILE="0")
         for label in ("cold", "warm"):
             res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                  text=True, check=True)
@@ -228,16 +232,54 @@ def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
     return out
 
 
+# A row whose rounds spread more than this (slowest / fastest, either side of the pair) was
+# measured on a busy machine: on a quiet one the spread here is 1.05-1.3.
+BUSY_SPREAD = 1.5
+
+
 def format_table(rows) -> str:
+    """The rows, a ``!`` after the spread of a busy row, then per (shape, dtype, stage) the
+    winner and why: its ratio, its margin over the runner-up, and whether the spreads of the
+    two overlap (then the order between them is not measured)."""
     head = (f"{'shape':<8} {'dtype':<8} {'kernel':<10} {'stage':<6} {'us':>10} {'min-max us':>19} "
-            f"{'GFLOP/s':>8} {'% peak':>7} {'x numpy':>8}")
+            f"{'GFLOP/s':>8} {'% peak':>7} {'x numpy':>8} {'spread':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        spread = r.get("spread", 1.0)
         lines.append(
             f"{r['shape_name']:<8} {r['dtype']:<8} {r['kernel']:<10} {r['stage']:<6} "
             f"{r['us']:>10.1f} {r['us_min']:>9.1f}-{r['us_max']:<9.1f} {r['gflops']:>8.1f} "
-            f"{r['pct_peak']:>6.0f}% {r['x_vs_numpy']:>7.2f}x")
+            f"{r['pct_peak']:>6.0f}% {r['x_vs_numpy']:>7.2f}x {spread:>6.2f}"
+            f"{'!' if spread > BUSY_SPREAD else ''}")
+    busy = [r for r in rows if r.get("spread", 1.0) > BUSY_SPREAD]
+    if busy:
+        lines.append(f"\n! {len(busy)} of {len(rows)} rows spread more than {BUSY_SPREAD}x between "
+                     f"rounds (slowest / fastest): the machine was busy while they ran; their "
+                     f"ratios are not the quiet machine's.  Run again with nothing else running.")
+    lines.append("")
+    lines += winners(rows)
     return "\n".join(lines)
+
+
+def winners(rows) -> list[str]:
+    """Per (shape, dtype, stage): the fastest kernel and why it is called the winner."""
+    out = []
+    groups = {}
+    for r in rows:
+        if r["kernel"] != "auto":
+            groups.setdefault((r["shape_name"], r["dtype"], r["stage"]), []).append(r)
+    for (shape, dtype, stage), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["us"])
+        best = rs[0]
+        why = f"{best['x_vs_numpy']:.2f}x numpy"
+        if len(rs) > 1:
+            second = rs[1]
+            margin = second["us"] / best["us"]
+            overlap = best["us_max"] >= second["us_min"]
+            why += (f", {margin:.2f}x ahead of {second['kernel']}"
+                    + (" (their round ranges overlap: a tie within noise)" if overlap else ""))
+        out.append(f"winner  {shape} {dtype} {stage}: {best['kernel']} ({why})")
+    return out
 
 
 def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budget=0.02,
