@@ -228,7 +228,10 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     total = (_positive_int(iters, "iters") if iters is not None else
              _positive_int(epochs, "epochs") * per_epoch)
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
-    adaptive = threads is None and kernel == kernels.AUTO
+    # kernel="auto" without threads= adapts its thread count to the machine (not bitwise across
+    # runs); a resumed run does not: it continues as the checkpoint's run would have, so that it
+    # ends bitwise equal to it on the same thread count
+    adaptive = threads is None and kernel == kernels.AUTO and resumed is None
     # a busy machine: the run, its setup included (the dual form's Gram matrix), starts on the
     # cores other programs leave free (threads.ThreadWatch)
     start = _start_threads() if adaptive else None

@@ -90,6 +90,20 @@ def test_an_adaptive_run_on_a_busy_machine_starts_on_one_thread(monkeypatch):
     assert numba.get_num_threads() == fastnn.get_num_threads()  # the caller's count is back
 
 
+def test_a_resumed_auto_run_keeps_its_thread_count(monkeypatch, tmp_path):
+    """No adapting on resume: the run continues as the checkpoint's would have (bitwise)."""
+    monkeypatch.setattr(trainer, "free_cores", lambda: 1)  # busy: a new run would start on 1
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 2))
+    kw = dict(hidden=5, epochs=4, batch_size=10, lr=0.05, seed=2, kernel="fused-wide")
+    whole = fastnn.train(x, y, **kw)
+    ck = tmp_path / "ck.npz"
+    fastnn.train(x, y, **dict(kw, epochs=2), checkpoint=ck)
+    resumed = fastnn.train(x, y, **dict(kw, kernel="auto"), resume=ck)
+    assert [e[2] for e in resumed.schedule] == [fastnn.get_num_threads()]
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+
+
 def test_one_thread_never_changes():
     w = ThreadWatch(1)
     for t in (1.0, 100.0, 0.1):
