@@ -36,7 +36,7 @@ from . import checkpoint as ckpt_io
 from . import autotune, background, kernels, reference
 from .autotune import resolve
 from .kernels.common import losses as loss_codes
-from .kernels.variant import optim_step_loop, step_loop
+from .kernels.variant import SERIAL_FLOPS, optim_step_loop, step_loop, step_flops
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
 from .threads import ThreadWatch, get_num_threads, num_threads
@@ -230,8 +230,9 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
     # kernel="auto" without threads= adapts its thread count to the machine (not bitwise across
     # runs); a resumed run does not: it continues as the checkpoint's run would have, so that it
-    # ends bitwise equal to it on the same thread count
-    adaptive = threads is None and kernel == kernels.AUTO and resumed is None
+    # ends bitwise equal to it on the same thread count; nor do steps too small to use threads
+    adaptive = (threads is None and kernel == kernels.AUTO and resumed is None
+                and step_flops(batch, *params.w1.shape, params.w2.shape[1]) >= ADAPT_FLOPS)
     # a busy machine: the run, its setup included (the dual form's Gram matrix), starts on the
     # cores other programs leave free (threads.ThreadWatch)
     start = _start_threads() if adaptive else None
@@ -292,6 +293,9 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     if result.diverged:
         _report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
     return result
+
+
+ADAPT_FLOPS = SERIAL_FLOPS  # below: the parallel kernels run on one thread anyway (variant.py)
 
 
 def _start_threads():

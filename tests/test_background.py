@@ -80,6 +80,7 @@ def test_free_cores_counts_what_other_programs_leave():
 
 def test_an_adaptive_run_on_a_busy_machine_starts_on_one_thread(monkeypatch):
     monkeypatch.setattr(trainer, "free_cores", lambda: 1)
+    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)
     monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 2))
@@ -93,6 +94,7 @@ def test_an_adaptive_run_on_a_busy_machine_starts_on_one_thread(monkeypatch):
 def test_a_resumed_auto_run_keeps_its_thread_count(monkeypatch, tmp_path):
     """No adapting on resume: the run continues as the checkpoint's would have (bitwise)."""
     monkeypatch.setattr(trainer, "free_cores", lambda: 1)  # busy: a new run would start on 1
+    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 2))
     kw = dict(hidden=5, epochs=4, batch_size=10, lr=0.05, seed=2, kernel="fused-wide")
@@ -115,6 +117,7 @@ def test_an_adaptive_run_records_its_threads_and_equals_the_reference(monkeypatc
     """kernel="auto" without threads=: its blocks probe all threads and one (the schedule says
     which ran when); the numbers equal the numpy loop's to rounding whatever ran."""
     monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)  # blocks of one step: many blocks
+    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)  # this tiny problem adapts too
     monkeypatch.setattr(trainer, "free_cores", lambda: os.cpu_count() or 1)  # as if quiet
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 2))
@@ -151,6 +154,7 @@ def test_a_run_switches_at_a_step_boundary_once_the_build_is_ready(monkeypatch):
     state = {"blocks": 0}
     monkeypatch.setattr(background, "enabled", lambda: True)
     monkeypatch.setattr(background, "usable", lambda name, dtype: False)
+    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)  # one thread while the build runs
     monkeypatch.setattr(background, "building", lambda dtype: state["blocks"] < 3)
 
     def ready_now(name, dtype, optimizers=True):
@@ -179,6 +183,7 @@ def test_a_dual_run_starts_on_numpy_and_continues_in_the_dual_form(monkeypatch):
     state = {"asked": 0}
     monkeypatch.setattr(background, "enabled", lambda: True)
     monkeypatch.setattr(background, "usable", lambda name, dtype: False)
+    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)  # one thread while the build runs
     monkeypatch.setattr(background, "building", lambda dtype: True)
 
     def ready_now(name, dtype, optimizers=True):
