@@ -545,6 +545,10 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
     if result.kernel == kernels.AUTO and result.ran in kernels.TRAINING_FORMS:
         ran = (f" (ran {result.ran}: the dual form, fewer training rows than features; "
                f"docs/optimisation.md, rung 7)")
+    elif (result.kernel == kernels.AUTO and result.ran == "numpy"
+          and not kernels.ready(kernels.PRIMARY, result.dtype)):
+        ran = (" (ran numpy: the compiled kernels were still being built in the background "
+               "when the run ended; `fastnn build` builds them now, for every later run)")
     elif result.kernel == kernels.AUTO:
         ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
     threads = f"threads {fastnn.get_num_threads()}"
