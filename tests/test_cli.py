@@ -183,3 +183,16 @@ def test_digits_without_scikit_learn_is_a_clear_message(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)  # makes the import fail
     with pytest.raises(SystemExit, match="needs scikit-learn"):
         cli.main(["train", "--dataset", "digits", "--epochs", "1"])
+
+
+def test_build_fills_the_cache_with_what_auto_runs(capsys):
+    from fastnn import background, kernels
+
+    if not kernels.jit.CACHE:
+        pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0): nothing to build into")
+    assert cli.main(["build", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "cache" in out and ("ready already" in out or "built" in out)
+    assert all(kernels.ready(t, "float64") for t in background.targets())
+    assert cli.main(["build", "--dtype", "float16"]) == 2
+    assert "expected float32 and/or float64" in capsys.readouterr().err
