@@ -36,7 +36,7 @@ from .kernels.common.losses import SQUARED  # noqa: F401  (the loss auto measure
 from .kernels.variant import Variant, step_flops
 from .machine import fingerprint
 from .params import Params
-from .profiling.timing import block
+from .profiling.timing import BUSY_SPREAD, block
 from .threads import get_num_threads
 
 # The routes a first call compiles (one compiled function: the BLAS library is a run-time
@@ -160,11 +160,10 @@ def measure(params: Params, x, y, names=None, *, repeats=3, budget=0.03,
 # fused-wide-openblas 1.45-2.3x the careful numpy step, fused-wide 1.34-2.35x (its tiny gemms are
 # cheaper to call in OpenBLAS than in MKL).
 MEASURE_FLOPS = 1_000_000
-# A measurement whose blocks of one candidate spread more than this (slowest / fastest) was
-# made on a busy machine: kept in this process, shown by ``fastnn tune --show``, not reused by
-# later processes.  A training run whose steps took DRIFT times more (or less) than the
-# remembered timing drops it (``note_run``): the next run measures again.
-BUSY_SPREAD = 1.5
+# A measurement whose blocks of one candidate spread more than timing.BUSY_SPREAD was made on
+# a busy machine: kept in this process, shown by ``fastnn tune --show``, not reused by later
+# processes.  A training run whose steps took DRIFT times more (or less) than the remembered
+# timing drops it (``note_run``): the next run measures again.
 DRIFT = 3.0
 
 # What ``auto`` runs while the compiled kernels are being built (``fastnn/background.py``).

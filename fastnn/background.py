@@ -99,8 +99,6 @@ def usable(name, dtype) -> bool:
 
     import numpy as np
 
-    from . import kernels
-
     key = (name, np.dtype(dtype).name)
     if key in _ready or not enabled():
         return True
@@ -108,8 +106,7 @@ def usable(name, dtype) -> bool:
     if now - _asked.get(key, -1e9) < RECHECK_SECONDS:
         return False
     _asked[key] = now
-    if kernels.ready(name, key[1]):
-        _ready.add(key)
+    if ready_now(name, key[1]):
         return True
     start(key[1], first=name if name in targets() else None)
     return False

@@ -320,16 +320,9 @@ def _split(x, labels, params, loss, validation_data, validation_fraction, seed):
         return None, _Given(xv, yv)
     if validation_fraction is None:
         return None, None
-    f = validation_fraction
-    if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
-        raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
-    n_val = int(math.ceil(f * x.shape[0]))
-    if n_val >= x.shape[0]:
-        raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training rows")
-    from .trainer import _rng
+    from .trainer import split_rows
 
-    order = _rng(seed, 1).permutation(x.shape[0])
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    return split_rows(x.shape[0], validation_fraction, seed)
 
 
 class _Given:

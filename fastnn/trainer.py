@@ -437,15 +437,21 @@ def split(x, y, params, loss, validation_data, validation_fraction, seed):
         return None, x_val, y_val
     if validation_fraction is None:
         return None, None, None
-    f = validation_fraction
+    train_rows, val_rows = split_rows(x.shape[0], validation_fraction, seed)
+    return train_rows, x[val_rows], y[val_rows]
+
+
+def split_rows(m: int, fraction, seed):
+    """``(training rows, validation rows)`` of ``m``, sorted: ``fraction`` of them (rounded up)
+    drawn for validation from ``seed``'s own stream (``fastnn.distributed`` splits the same)."""
+    f = fraction
     if isinstance(f, bool) or not isinstance(f, (float, int)) or not 0.0 < f < 1.0:
         raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
-    n_val = int(math.ceil(f * x.shape[0]))
-    if n_val >= x.shape[0]:
-        raise ValueError(f"validation_fraction: {f} of {x.shape[0]} rows leaves no training rows")
-    order = _rng(seed, 1).permutation(x.shape[0])
-    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return train_rows, x[val_rows], y[val_rows]
+    n_val = int(math.ceil(f * m))
+    if n_val >= m:
+        raise ValueError(f"validation_fraction: {f} of {m} rows leaves no training rows")
+    order = _rng(seed, 1).permutation(m)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 # --- the variant and the dispatch -----------------------------------------------------------------
@@ -649,9 +655,8 @@ class _Run:
                              f"{self.total} steps")
         self.step = self.resumed_from = ck.step
         self.schedule = [tuple(e) for e in meta.get("schedule", [])]
-        if self.watch is None and (not self.schedule
-                                   or self.schedule[-1][1:] != (self.ran, self.threads)):
-            self.schedule.append((ck.step, self.ran, self.threads))
+        # (a resumed run never adapts its threads: ``train``'s ``adaptive``)
+        self._record(ck.step, self.threads)
         self.losses[:ck.step] = ck.losses
         self.opt.t = int(ck.optimizer.get("t", 0))
         self.opt.state = {k: v.copy() for k, v in ck.optimizer_state.items()}
@@ -828,8 +833,12 @@ class _Run:
         if n != self.block_threads:
             set_threads_now(n)
             self.block_threads = n
-        if not self.schedule or self.schedule[-1][1:] != (self.ran, n):
-            self.schedule.append((step, self.ran, n))
+        self._record(step, n)
+
+    def _record(self, step, threads):
+        """``schedule``: from ``step`` on, ``ran`` on ``threads`` (when that is a change)."""
+        if not self.schedule or self.schedule[-1][1:] != (self.ran, threads):
+            self.schedule.append((step, self.ran, threads))
 
     def _switch_when_ready(self):
         """Continue on the compiled route once the background build is done (a build that ended
@@ -846,11 +855,10 @@ class _Run:
         self.snapshot, self.snapshot_step = self.params.copy(), self.step
         if hasattr(world, "save_state"):
             self.world_snapshot = world.save_state()
-        if self.watch is not None:
-            self.watch = ThreadWatch(self.threads, start=_start_threads())  # a new kernel: its
-            # own timings
-        if self.watch is None and self.ran != self.schedule[-1][1]:
-            self.schedule.append((self.step, self.ran, self.block_threads))
+        if self.watch is not None:  # a new kernel: its own timings (the next block records)
+            self.watch = ThreadWatch(self.threads, start=_start_threads())
+        else:
+            self._record(self.step, self.block_threads)
 
     def result(self) -> TrainResult:
         return TrainResult(self.params, self.losses, self.kernel, self.params.dtype,

@@ -19,7 +19,7 @@ from ..kernels import numpy_step
 from ..kernels.variant import step_flops
 from ..params import Params
 from .problems import SHAPES, STAGES, parse_shape, problem, stage_flops  # noqa: F401
-from .timing import SETTLE, blas_peak, paired_ratio
+from .timing import BUSY_SPREAD, SETTLE, blas_peak, paired_ratio
 
 
 TRAIN_ITERS = 100  # iterations of the ``train`` stage's run
@@ -230,11 +230,6 @@ def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
             out[f"{label}_first_step_s"] = first
             out[f"{label}_import_s"] = imp
     return out
-
-
-# A row whose rounds spread more than this (slowest / fastest, either side of the pair) was
-# measured on a busy machine: on a quiet one the spread here is 1.05-1.3.
-BUSY_SPREAD = 1.5
 
 
 def format_table(rows) -> str:
