@@ -147,22 +147,30 @@ def test_a_pinned_run_never_changes_threads(monkeypatch):
 # --- starting on numpy while the compiled route is built --------------------------------------
 
 
+def _simulate_build(monkeypatch, ready_at, building):
+    """``background``'s side simulated: nothing compiled is usable when the run starts, the
+    build reports ready from the ``ready_at``-th time the trainer asks (at a block boundary),
+    and ``building(times asked)`` says whether it still runs; blocks of one step, and the
+    thread rules of a run large enough to adapt (one thread while the build runs)."""
+    asked = {"n": 0}
+
+    def ready_now(name, dtype, optimizers=True):
+        asked["n"] += 1
+        return asked["n"] >= ready_at
+
+    monkeypatch.setattr(background, "enabled", lambda: True)
+    monkeypatch.setattr(background, "usable", lambda name, dtype: False)
+    monkeypatch.setattr(background, "building", lambda dtype: building(asked["n"]))
+    monkeypatch.setattr(background, "ready_now", ready_now)
+    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)
+    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
+
+
 def test_a_run_switches_at_a_step_boundary_once_the_build_is_ready(monkeypatch):
     """The trainer's side, with the build simulated: the run starts on numpy (one thread), goes
     on the primary route when it is ready, and its numbers equal the numpy loop's to rounding;
     ``schedule`` says from which step each ran."""
-    state = {"blocks": 0}
-    monkeypatch.setattr(background, "enabled", lambda: True)
-    monkeypatch.setattr(background, "usable", lambda name, dtype: False)
-    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)  # one thread while the build runs
-    monkeypatch.setattr(background, "building", lambda dtype: state["blocks"] < 3)
-
-    def ready_now(name, dtype, optimizers=True):
-        state["blocks"] += 1
-        return state["blocks"] >= 3
-
-    monkeypatch.setattr(background, "ready_now", ready_now)
-    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
+    _simulate_build(monkeypatch, ready_at=3, building=lambda asked: asked < 3)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((50, 8)), rng.standard_normal((50, 3))
     p = fastnn.init_params(8, 7, 3, seed=1)
@@ -180,18 +188,7 @@ def test_a_run_switches_at_a_step_boundary_once_the_build_is_ready(monkeypatch):
 
 
 def test_a_dual_run_starts_on_numpy_and_continues_in_the_dual_form(monkeypatch):
-    state = {"asked": 0}
-    monkeypatch.setattr(background, "enabled", lambda: True)
-    monkeypatch.setattr(background, "usable", lambda name, dtype: False)
-    monkeypatch.setattr(trainer, "ADAPT_FLOPS", 0)  # one thread while the build runs
-    monkeypatch.setattr(background, "building", lambda dtype: True)
-
-    def ready_now(name, dtype, optimizers=True):
-        state["asked"] += 1
-        return state["asked"] >= 2
-
-    monkeypatch.setattr(background, "ready_now", ready_now)
-    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
+    _simulate_build(monkeypatch, ready_at=2, building=lambda asked: True)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((12, 40)), rng.standard_normal((12, 2))
     p = fastnn.init_params(40, 6, 2, seed=1)
