@@ -7,6 +7,10 @@ import fastnn
 from fastnn import reference
 from conftest import SHAPES, VARIANTS, assert_close, make_problem, params_as, tolerance
 
+# compares variants, BLAS kernels or thread counts to rounding: .ci/run runs these again
+# with the AVX2 kernels forced on an AVX-512 machine (tests/conftest.py, the rule)
+pytestmark = pytest.mark.rounding
+
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 ALL = VARIANTS + ["reference"]
 

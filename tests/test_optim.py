@@ -6,6 +6,10 @@ import fastnn
 from fastnn.optim import Optimizer
 from conftest import UNIT_ROUNDOFF
 
+# compares variants, BLAS kernels or thread counts to rounding: .ci/run runs these again
+# with the AVX2 kernels forced on an AVX-512 machine (tests/conftest.py, the rule)
+pytestmark = pytest.mark.rounding
+
 CONFIGS = [
     dict(name="sgd"),
     dict(name="sgd", alpha=0.1),

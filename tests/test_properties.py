@@ -8,6 +8,10 @@ import sys
 
 import pytest
 
+# compares variants, BLAS kernels or thread counts to rounding: .ci/run runs these again
+# with the AVX2 kernels forced on an AVX-512 machine (tests/conftest.py, the rule)
+pytestmark = pytest.mark.rounding
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 
 import fastnn
-from conftest import BITWISE, VARIANTS, make_problem
+from conftest import BITWISE, VARIANTS, assert_runs_close, make_problem, run_tolerance
+
+# compares variants, BLAS kernels or thread counts to rounding: .ci/run runs these again
+# with the AVX2 kernels forced on an AVX-512 machine (tests/conftest.py, the rule)
+pytestmark = pytest.mark.rounding
 
 
 @pytest.fixture
@@ -31,17 +35,16 @@ def test_results_do_not_depend_on_thread_count(kernel, restore_threads):
     for n in (1, fastnn.threads.max_threads(), 1):
         fastnn.set_num_threads(n)
         p = params.copy()
-        losses = [fastnn.sgd_step(p, x, y, 1e-3, kernel=kernel) for _ in range(3)]
+        # lr 1e-4: the loss falls (3.9e4 -> 1.9e4); at 1e-3 it grew 40x in 3 steps (rule 3)
+        losses = [fastnn.sgd_step(p, x, y, 1e-4, kernel=kernel) for _ in range(3)]
         runs.append((losses, p))
     for (la, pa) in runs[1:]:
         if kernel in BITWISE:
             assert la == runs[0][0]
             for a, b in zip(pa, runs[0][1]):
                 np.testing.assert_array_equal(a, b)
-        else:  # the same up to rounding
-            np.testing.assert_allclose(la, runs[0][0], rtol=1e-12)
-            for a, b in zip(pa, runs[0][1]):
-                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+        else:  # the same up to rounding: 3 steps' bound (2.7e-13; this compared to 1e-12)
+            assert_runs_close((la, pa), runs[0], run_tolerance(np.float64, 3, 67, 257, 71, 5))
 
 
 def test_small_problems_run_on_one_thread(restore_threads):
@@ -67,7 +70,7 @@ def test_calls_from_several_python_threads(kernel, restore_threads):
 
     from fastnn.kernels.common import gemm as blas
 
-    from conftest import assert_same_numbers
+    from conftest import assert_non_expanding, assert_same_numbers
 
     fastnn.set_num_threads(fastnn.threads.max_threads())
     blas_threads = blas.threads.get() if blas.threads.available else None
@@ -77,16 +80,18 @@ def test_calls_from_several_python_threads(kernel, restore_threads):
     def run(problem):
         x, y, params = problem
         p = params.copy()
-        losses = [fastnn.sgd_step(p, x, y, 1e-3, kernel=kernel) for _ in range(3)]
+        losses = [fastnn.sgd_step(p, x, y, 1e-4, kernel=kernel) for _ in range(3)]
         return losses, p
 
     serial = [run(pr) for pr in problems]
     with ThreadPoolExecutor(4) as pool:
         parallel = list(pool.map(run, problems))
-    for (ls, ps), (lp, pp) in zip(serial, parallel):
-        assert_same_numbers(lp, ls, kernel)
+    for i, ((ls, ps), (lp, pp)) in enumerate(zip(serial, parallel)):
+        tol = run_tolerance(np.float64, 3, 40 + 3 * i, 150 + i, 60 + 5 * i, 3)
+        assert_non_expanding(ls, f"problem {i}")
+        assert_same_numbers(lp, ls, kernel, tol)
         for a, b in zip(pp, ps):
-            assert_same_numbers(a, b, kernel)
+            assert_same_numbers(a, b, kernel, tol)
     if blas_threads is not None:
         assert blas.threads.get() == blas_threads
 
