@@ -28,4 +28,8 @@ def __getattr__(name):
         from . import estimators
 
         return getattr(estimators, name)
+    if name in ("autotune", "background"):  # the old names of fastnn.auto.choice and .build
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'fastnn' has no attribute {name!r}")

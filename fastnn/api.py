@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .autotune import resolve
+from .auto.choice import resolve
 from .kernels.common import losses
 from .params import Params
 from .validation import check_lr, check_params, check_targets, check_x

@@ -547,8 +547,10 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
                f"docs/optimisation.md, rung 7)")
     elif (result.kernel == kernels.AUTO and result.ran == "numpy"
           and not kernels.ready(kernels.PRIMARY, result.dtype)):
-        ran = (" (ran numpy: the compiled kernels were still being built in the background "
-               "when the run ended; `fastnn build` builds them now, for every later run)")
+        ran = (" (ran numpy: a first run here; its compiled kernels were still being built "
+               "in the background, on idle CPU time only, when it ended, and that build ends "
+               "with the process; `fastnn build` builds them now, ~15-20 s a dtype, for every "
+               "later run)")
     elif result.kernel == kernels.AUTO:
         ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
     threads = f"threads {fastnn.get_num_threads()}"
@@ -627,19 +629,24 @@ def _write_csv(path, columns, table) -> None:
 
 def _tune(args) -> int:
     import fastnn
-    from . import autotune
+    from .auto import choice as autotune
+    from .auto import policy, store
     from .params import as_float_dtype
     from .profiling.problems import parse_shape
 
     if args.clear:
         autotune.forget()
-        print(f"forgot every choice ({autotune.tune_file()})")
+        print(f"forgot every choice and thread decision ({autotune.tune_file()})")
         return 0
     if args.show:
         for key, choice in sorted(autotune.remembered().items()):
             print(f"{key:<32} {choice.get('kernel')}"
                   f"{'  (measured on a busy machine: not reused)' if choice.get('busy') else ''}")
             print(_timings(choice))
+        for key, decided in sorted(store.load("threads").items()):
+            us = ", ".join(f"{c} thread{'s' if c != '1' else ''} {t:.0f} us"
+                           for c, t in sorted(decided.get("us", {}).items()))
+            print(f"{key:<32} threads {decided.get('threads')}  (median step: {us})")
         print(f"file        {autotune.tune_file()}")
         return 0
     try:
@@ -657,7 +664,7 @@ def _tune(args) -> int:
             print(_timings(result))
             if result.get("busy"):
                 print(f"    ! the blocks of one candidate spread more than "
-                      f"{autotune.BUSY_SPREAD}x: the machine was busy; this choice is kept for "
+                      f"{policy.BUSY_SPREAD}x: the machine was busy; this choice is kept for "
                       f"this process only.  Run fastnn tune again with nothing else running.")
     print(f"file        {autotune.tune_file()}")
     return 0
@@ -706,11 +713,12 @@ def _plot(result, path: str, title: str) -> None:
 
 
 def _build_cache(args) -> int:
-    """``fastnn build``: what the background build does (``fastnn/_build.py``), in the
+    """``fastnn build``: what the background build does (``fastnn/auto/build.py``), in the
     foreground, with the time each dtype took."""
     import time
 
-    from . import _build, background
+    from .auto import _child
+    from .auto import build as background
     from .kernels import jit
 
     if not jit.CACHE:
@@ -728,7 +736,7 @@ def _build_cache(args) -> int:
         todo = [t for t in background.targets() if not kernels.ready(t, d)]
         began = time.perf_counter()
         if todo:
-            _build.build(d, todo)
+            _child.build(d, todo)
         took = time.perf_counter() - began
         what = f"built {', '.join(todo)} in {took:.1f} s" if todo else "ready already"
         print(f"{d:<11} {what}")

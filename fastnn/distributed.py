@@ -359,7 +359,7 @@ def _variant(w, kernel, params, x, labels, loss, rows, batch, resumed):
         return kernels.get(kernel)
     name = resumed.meta.get("ran") if resumed is not None else None
     if w.is_root and name not in kernels.names(reference=True):
-        from .autotune import resolve
+        from .auto.choice import resolve
 
         first = np.arange(batch) if rows is None else rows[:batch]
         idx = first[share(len(first), 0, w.size)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import time
 
 import numba
 
@@ -40,7 +41,7 @@ _blas = None  # threadpoolctl's controllers of every BLAS library loaded (found 
 
 def _set(n: int) -> None:
     """Numba's and every BLAS pool's thread count, at once (a few microseconds: the trainer
-    changes it between blocks of steps, ``ThreadWatch``).  ``get_num_threads()`` keeps
+    changes it between blocks of steps, ``fastnn.auto.thread_watch``).  ``get_num_threads()`` keeps
     answering the count set for the run, not this one."""
     global _blas, _threads
     if _threads is None:
@@ -76,15 +77,34 @@ def num_threads(n):
         set_num_threads(before)
 
 
-def free_cores() -> int:
+# Looks at /proc/loadavg, LOOK_GAP seconds apart (growing), before concluding that other
+# programs hold cores: a kernel worker is often runnable for an instant (on a quiet machine here
+# one look saw "busy" on 1.5-3% of tries, eight back-to-back looks still on 3% right after a
+# training run: kworkers woken by it; three looks over 0.3 ms on 0.7%), while a program that
+# competes for a core stays runnable.
+LOOKS = 3
+LOOK_GAP = 1e-4
+
+
+def free_cores(own_children: int = 0) -> int:
     """The cores other programs leave free right now (at least 1): more threads than that
-    wait on each other (``ThreadWatch``).  Linux's ``/proc/loadavg`` counts the threads
-    runnable this instant; this process's own are taken off (its BLAS workers spin a while
-    after a call).  Elsewhere the one-minute load average stands in.  ~1 ms."""
+    wait on each other (``fastnn.auto.thread_watch``).  Linux's ``/proc/loadavg`` counts the
+    threads runnable this instant; this process's own are taken off (its BLAS workers spin a
+    while after a call), counted before and after so that a worker of ours caught between the
+    two reads is not taken for another program's.  Up to ``LOOKS`` looks over ~0.3 ms,
+    stopping at the first that sees no other program running.  Elsewhere the one-minute load
+    average stands in.  0.05-0.3 ms on a quiet machine, ~1.3 ms on a busy one.
+    ``own_children``: runnable processes of ours to take off too (the background build, which
+    runs on idle time only: it takes no core from us)."""
     cores = os.cpu_count() or 1
     try:
-        others = min(_others_running() for _ in range(2))  # two looks: one may catch a worker
-    except (OSError, ValueError, IndexError):             # of ours between its two counts
+        others = cores
+        for look in range(LOOKS):
+            others = min(others, _others_running() - own_children)
+            if others <= 0 or look == LOOKS - 1:
+                break
+            time.sleep(LOOK_GAP * (look + 1))
+    except (OSError, ValueError, IndexError):
         try:
             others = int(os.getloadavg()[0])
         except (OSError, AttributeError):
@@ -93,9 +113,10 @@ def free_cores() -> int:
 
 
 def _others_running() -> int:
+    before = _own_running()
     with open("/proc/loadavg") as f:
         running = int(f.read().split()[3].split("/")[0])
-    return running - _own_running()
+    return running - max(before, _own_running())
 
 
 def _own_running() -> int:
@@ -123,70 +144,3 @@ def held(n):
         yield
     finally:
         _set(before)
-
-
-class ThreadWatch:
-    """A training run's thread count, chosen from its own step times and watched while it runs.
-
-    On a quiet machine more threads are faster for large steps; on a busy one they can be many
-    times slower than one: BLAS and OpenMP workers busy-wait for each other, and when the OS has
-    given a worker's core to another program the rest spin until it comes back (measured here:
-    100 seed steps 982 ms on 2 threads against 179 ms on one, with four busy processes on the 2
-    cores).  So the run decides, block by block (the trainer's blocks are ~0.25 s of steps):
-
-    1. the first timed block runs on ``n`` threads (all the run may use), the next on one: the
-       faster one is the run's choice (one thread is a candidate, not a fallback);
-    2. a block on ``n`` threads ``SLOWER`` times slower a step than the best seen there means the
-       machine got busy: one thread from the next block on;
-    3. on one thread, every ``RETRY`` seconds one block tries ``n`` again, and the run goes
-       back to it when that block is faster.
-
-    A run that starts while other programs already hold cores (``free_cores()``) starts on
-    the free ones, as in 3 when that is one, ``n`` tried after ``RETRY`` seconds.  ``threads()`` is the count for the next
-    block, ``observe`` takes a block's seconds per step.  With ``n == 1`` it never changes.
-    """
-
-    SLOWER = 2.0
-    RETRY = 2.0
-
-    def __init__(self, n: int, clock=None, start=None):
-        import time
-
-        self.n = n
-        self.clock = clock or time.monotonic
-        self.best: dict[int, float] = {}
-        self.current = n if start is None else start
-        self.trying = None  # the count of the next block when it is a trial
-        self.recent = float("inf")  # seconds a step in the last block at ``current``
-        self.last_trial = self.clock()
-        self.probed = n == 1 or self.current < n
-
-    def threads(self) -> int:
-        if self.n == 1:
-            return 1
-        if not self.probed and self.n in self.best:
-            self.trying = 1  # phase 1: the one-thread block
-        elif self.trying is None and self.current < self.n and \
-                self.clock() - self.last_trial >= self.RETRY:
-            self.trying = self.n
-        return self.trying or self.current
-
-    def observe(self, threads: int, per_step: float) -> None:
-        if self.n == 1:
-            return
-        best = self.best.get(threads)
-        self.best[threads] = per_step if best is None else min(best, per_step)
-        if self.trying is not None:  # a trial block: keep the faster
-            if threads == 1 and not self.probed:
-                self.probed = True
-                self.current = 1 if per_step < self.best[self.n] else self.n
-            elif threads == self.n:
-                self.last_trial = self.clock()
-                if per_step < 0.9 * self.recent:
-                    self.current = self.n
-            self.trying = None
-        elif threads == self.n and best is not None and per_step > self.SLOWER * best:
-            self.current = 1  # the machine got busy
-            self.last_trial = self.clock()
-        if threads == self.current:
-            self.recent = per_step

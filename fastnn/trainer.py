@@ -33,15 +33,17 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import checkpoint as ckpt_io
-from . import autotune, background, kernels, reference
-from .autotune import resolve
+from . import kernels, reference
+from .auto import build, choice, policy
+from .auto.choice import resolve
+from .auto.thread_watch import ThreadWatch
+from .auto.thread_watch import key as decision_key
 from .kernels.common import losses as loss_codes
-from .kernels.variant import SERIAL_FLOPS, optim_step_loop, step_loop, step_flops
+from .kernels.variant import optim_step_loop, step_loop, step_flops
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
-from .threads import ThreadWatch, get_num_threads, num_threads
 from .threads import _set as set_threads_now
-from .threads import free_cores
+from .threads import get_num_threads, num_threads
 from .threads import held as threads_held
 from .validation import (as_numeric_array, check_finite, check_inputs, check_lr, check_params,
                          check_targets, check_x)
@@ -117,8 +119,8 @@ class TrainResult:
     ranks: Optional[int] = None  # fastnn.distributed.train: the ranks, and threads per rank
     threads: Optional[int] = None
     # what ran from which step: [(step, kernel, threads), ...]; more than one entry when the run
-    # started on numpy while its compiled kernels were built (fastnn/background.py), or changed
-    # its thread count (a busy machine: see _Run.watch)
+    # started on numpy while its compiled kernels were built (fastnn/auto/build.py), or changed
+    # its thread count (fastnn/auto/thread_watch.py: a probe, a busy machine)
     schedule: list = field(default_factory=list)
 
     @property
@@ -228,18 +230,22 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     total = (_positive_int(iters, "iters") if iters is not None else
              _positive_int(epochs, "epochs") * per_epoch)
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
+    dual = choose_dual(kernel, whole_loop, opt, params, m, batch, total, resumed,
+                       materializations=1 + (0 if every is None else total // every)
+                       + (total // per_epoch if epoch_callback or early_stopping else 0))
+    n, h = params.w1.shape
+    # (the dual form's step is G[b] @ A and the primal output layer: 2 B M h + 6 B h k)
+    cost = (2 * batch * m * h + 6 * batch * h * params.w2.shape[1] if dual
+            else step_flops(batch, n, h, params.w2.shape[1]))
     # kernel="auto" without threads= adapts its thread count to the machine (not bitwise across
-    # runs); a resumed run does not: it continues as the checkpoint's run would have, so that it
-    # ends bitwise equal to it on the same thread count; nor do steps too small to use threads
-    adaptive = (threads is None and kernel == kernels.AUTO and resumed is None
-                and step_flops(batch, *params.w1.shape, params.w2.shape[1]) >= ADAPT_FLOPS)
-    # a busy machine: the run, its setup included (the dual form's Gram matrix), starts on the
-    # cores other programs leave free (threads.ThreadWatch)
-    start = _start_threads() if adaptive else None
+    # runs; a resumed run does not: it continues as the checkpoint's run would have, so that it
+    # ends bitwise equal to it on the same thread count): on a busy machine the run, its set-up
+    # included (the dual form's Gram matrix), starts on the cores other programs leave free, and
+    # steps large enough to use threads probe one thread against all (auto/thread_watch.py)
+    watch = (ThreadWatch(get_num_threads(), probe=cost >= policy.ADAPT_FLOPS)
+             if threads is None and kernel == kernels.AUTO and resumed is None else None)
+    start = watch.start_threads() if watch is not None and watch.loaded else None
     with num_threads(threads), threads_held(start):
-        dual = choose_dual(kernel, whole_loop, opt, params, m, batch, total, resumed,
-                           materializations=1 + (0 if every is None else total // every)
-                           + (total // per_epoch if epoch_callback or early_stopping else 0))
         if dual and rows is not None:  # the dual form keeps its training rows together
             x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
         first = slice(0, batch) if rows is None else rows[:batch]
@@ -263,29 +269,29 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
 
         pending = None
         if (dual and kernel == kernels.AUTO and resumed is None
-                and not background.usable("dual", params.dtype)):
+                and not build.usable("dual", params.dtype)):
             # start on numpy while the dual form is built; with momentum the dual form cannot
             # take over a primal velocity, so the compiled primal route does
-            variant, whole, world = kernels.get(autotune.BOOTSTRAP), False, None
+            variant, whole, world = kernels.get(policy.BOOTSTRAP), False, None
             if opt.momentum:
                 dual = False
             pending = compiled_route if dual else primary_route
         else:
             variant, whole, world = compiled_route()
-            if (kernel == kernels.AUTO and variant.name == autotune.BOOTSTRAP and resumed is None
-                    and background.building(params.dtype)):
+            if (kernel == kernels.AUTO and variant.name == policy.BOOTSTRAP and resumed is None
+                    and build.building(params.dtype)):
                 pending = primary_route  # auto found nothing compiled yet: it is being built
         run = _Run(variant, whole, opt, params, (x, y, rows), (x_val, y_val), total, cfg, kernel,
-                   info, epoch_callback, world=world, pending=pending,
-                   adaptive=adaptive, start_threads=start, dual_pending=pending is not None and dual)
+                   info, epoch_callback, world=world, pending=pending, watch=watch,
+                   dual_pending=pending is not None and dual)
         if resumed is not None:
             run.restore(resumed, resume)
         run.execute(callback, callback_every, checkpoint, every, progress)
     result = run.result()
     if (kernel == kernels.AUTO and len(result.schedule) == 1 and result.ran != "dual"
             and result.n_steps > PROBE_STEPS):
-        autotune.note_run(params, batch, result.ran, result.schedule[0][2],
-                          result.seconds_per_iter)
+        choice.note_run(params, batch, result.ran, result.schedule[0][2],
+                        result.seconds_per_iter)
     if run.interrupted:
         where = f"; checkpoint {checkpoint} written there" if checkpoint is not None else ""
         raise TrainingInterrupted(f"training interrupted by Ctrl-C after step "
@@ -293,17 +299,6 @@ def train(x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffl
     if result.diverged:
         _report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
     return result
-
-
-ADAPT_FLOPS = SERIAL_FLOPS  # below: the parallel kernels run on one thread anyway (variant.py)
-
-
-def _start_threads():
-    """The thread count an adaptive run starts on when other programs hold cores, else None
-    (all it may use)."""
-    n = get_num_threads()
-    free = free_cores() if n > 1 else n
-    return free if free < n else None
 
 
 # --- the settings ---------------------------------------------------------------------------------
@@ -484,7 +479,7 @@ def choose_dual(kernel, whole_loop, opt, params, m, batch, total, resumed,
     from .kernels.dual import flops
 
     primal, dual = flops(m, n, h, k, batch, total, opt.alpha, materializations)
-    return dual < primal / 2
+    return dual < policy.DUAL_FLOPS_RATIO * primal
 
 
 def choose_variant(kernel, whole_loop, params, xb, yb, resumed, opt):
@@ -566,7 +561,7 @@ class _Run:
 
     def __init__(self, variant, whole, opt, params, data, validation, total, cfg: RunConfig,
                  kernel, info=None, epoch_callback=None, world=None, pending=None,
-                 adaptive=False, start_threads=None, dual_pending=False):
+                 watch=None, dual_pending=False):
         self.variant, self.whole, self.opt, self.kernel = variant, whole, opt, kernel
         self.info, self.epoch_callback = info, epoch_callback
         self.ran = getattr(world, "name", None) or variant.name  # "dual" for the dual form
@@ -575,11 +570,12 @@ class _Run:
         # whole, world) to continue with
         self.pending = pending
         self.waits_for = "dual" if dual_pending else kernels.PRIMARY
-        # ``adaptive`` (kernel="auto" and no thread count given): the thread count of each block
-        # comes from ``watch`` (threads.ThreadWatch), 1 while a background build runs beside
+        self.waiting_since = time.monotonic()
+        # ``watch`` (kernel="auto" and no thread count given): the thread count of each block
+        # comes from it (fastnn/auto/thread_watch.py), else the run keeps the count set
         self.threads = get_num_threads()
-        self.watch = ThreadWatch(self.threads, start=start_threads) if adaptive else None
-        self.block_threads = start_threads or self.threads
+        self.watch = watch
+        self.block_threads = watch.start_threads() if watch is not None else self.threads
         self.schedule = [] if self.watch is not None else [(0, self.ran, self.threads)]
         # ``world``: None for this process alone; else ``fastnn.distributed``'s, which runs the
         # steps and the validation loss across ranks, writes checkpoints and shows the bar on
@@ -610,8 +606,17 @@ class _Run:
         self.interrupted = False
         self.resumed_from: Optional[int] = None
         self.limit = PROBE_STEPS  # steps per block, set from the measured step time
+        self.per_step = None  # seconds a step in the last block
         self.order_epoch, self.order = -1, None
         self.seconds = self.first = 0.0
+        if watch is not None:
+            watch.attach(self._watch_key())
+
+    def _watch_key(self):
+        """The thread watch's key: the step's shape and dtype, the variant, all the threads."""
+        n, h = self.params.w1.shape
+        return decision_key(self.cfg.batch, n, h, self.params.w2.shape[1], self.params.dtype,
+                            self.ran, self.threads)
 
     # --- checkpoints ---
 
@@ -655,7 +660,7 @@ class _Run:
                              f"{self.total} steps")
         self.step = self.resumed_from = ck.step
         self.schedule = [tuple(e) for e in meta.get("schedule", [])]
-        # (a resumed run never adapts its threads: ``train``'s ``adaptive``)
+        # (a resumed run never adapts its threads: ``train`` gives it no watch)
         self._record(ck.step, self.threads)
         self.losses[:ck.step] = ck.losses
         self.opt.t = int(ck.optimizer.get("t", 0))
@@ -781,20 +786,19 @@ class _Run:
             self.interrupt_requested = interrupt_requested  # the world's steps share it
             while self.step < self.total and not self.stopped_early:
                 start = self.step
+                limit = self._set_block_threads(start)
                 stop = next_stop(start, self.total, self.per_epoch, bulk=bulk, burst=burst,
                                  callback_every=callback_every if callback is not None else None,
-                                 checkpoint_every=every, limit=self.limit)
-                self._set_block_threads(start)
+                                 checkpoint_every=every, limit=limit)
                 began = time.perf_counter()
                 done = self._run_steps(start, stop)
                 if start == 0:
                     self.first = time.perf_counter() - t0
                 else:  # steps worth BLOCK_SECONDS in the next block
-                    per_step = (time.perf_counter() - began) / done
-                    self.limit = max(1, int(BLOCK_SECONDS / max(per_step, 1e-9)))
-                    if self.watch is not None and self.pending is None \
-                            and not background.building(self.params.dtype):
-                        self.watch.observe(self.block_threads, per_step)
+                    self.per_step = (time.perf_counter() - began) / done
+                    self.limit = max(1, int(BLOCK_SECONDS / max(self.per_step, 1e-9)))
+                    if self.watch is not None:
+                        self.watch.observe(self.block_threads, self.per_step, done)
                 self.step = start + done
                 if not np.isfinite(self.losses[self.step - 1]):
                     self._diverged()
@@ -813,6 +817,8 @@ class _Run:
                     self.interrupted = True
                     break
         self.seconds = time.perf_counter() - t0
+        if self.watch is not None:
+            self.watch.finish(self.per_step)
         self._sync()
         if self.diverged_at is None:
             self.losses = self.losses[:self.step]
@@ -823,17 +829,24 @@ class _Run:
         if bar is not None:
             bar.close()
 
-    def _set_block_threads(self, step):
-        """The thread count of the next block (``adaptive`` runs only): one while a background
-        build runs beside the steps, else ``watch``'s."""
+    def _set_block_threads(self, step) -> int:
+        """The thread count of the next block, from ``watch`` (``auto`` runs without
+        ``threads=``); returns the block's length limit in steps (shorter while the watch
+        probes)."""
         if self.watch is None:
-            return
-        building = self.pending is not None or background.building(self.params.dtype)
-        n = 1 if building else self.watch.threads()
+            return self.limit
+        n, seconds = self.watch.next_block()
+        if (self.pending is not None and n > 1
+                and time.monotonic() - self.waiting_since > policy.BUILD_GRACE):
+            n = n - 1  # a long run waiting for its build leaves the build a core
+            seconds = None
         if n != self.block_threads:
             set_threads_now(n)
             self.block_threads = n
         self._record(step, n)
+        if seconds is None or self.per_step is None:
+            return self.limit
+        return min(self.limit, max(1, int(seconds / max(self.per_step, 1e-9))))
 
     def _record(self, step, threads):
         """``schedule``: from ``step`` on, ``ran`` on ``threads`` (when that is a change)."""
@@ -844,8 +857,8 @@ class _Run:
         """Continue on the compiled route once the background build is done (a build that ended
         without it, a failed one, leaves the run on numpy: a compile here would stall it)."""
         dtype = self.params.dtype
-        if not background.ready_now(self.waits_for, dtype, not self.opt.is_plain_sgd):
-            if not background.building(dtype):
+        if not build.ready_now(self.waits_for, dtype, not self.opt.is_plain_sgd):
+            if not build.building(dtype):
                 self.pending = None
             return
         variant, whole, world = self.pending()
@@ -855,8 +868,8 @@ class _Run:
         self.snapshot, self.snapshot_step = self.params.copy(), self.step
         if hasattr(world, "save_state"):
             self.world_snapshot = world.save_state()
-        if self.watch is not None:  # a new kernel: its own timings (the next block records)
-            self.watch = ThreadWatch(self.threads, start=_start_threads())
+        if self.watch is not None:  # a new kernel: its own decision (the next block records)
+            self.watch.attach(self._watch_key())
         else:
             self._record(self.step, self.block_threads)
 

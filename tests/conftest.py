@@ -186,6 +186,15 @@ def dtype(request):
 
 
 @pytest.fixture(autouse=True)
+def _no_look_at_the_load_carried_over(monkeypatch):
+    """Each test's auto runs look at the load themselves (a look is remembered for half a
+    second: fastnn/auto/thread_watch.py), so that one test's patched free_cores never leaks."""
+    from fastnn.auto import thread_watch
+
+    monkeypatch.setattr(thread_watch, "_seen", (-1e9, 0))
+
+
+@pytest.fixture(autouse=True)
 def _thread_count_restored():
     """A test that sets the process's thread count (``fastnn train --threads 1`` through
     ``cli.main``) must not change it for the tests after it (``auto``'s choices are per

@@ -9,6 +9,7 @@ import pytest
 
 import fastnn
 from fastnn import autotune
+from fastnn.auto import policy
 from conftest import assert_same_numbers, make_problem, tolerance
 
 # compares variants, BLAS kernels or thread counts to rounding: .ci/run runs these again
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.rounding
 @pytest.fixture
 def tune_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTNN_TUNE_DIR", str(tmp_path))
-    monkeypatch.setattr(autotune, "WARM_UP", 0.002)  # keep the measurement short in tests
+    monkeypatch.setattr(policy, "WARM_UP", 0.002)  # keep the measurement short in tests
     monkeypatch.setattr(autotune, "MEASURE_FLOPS", 0)  # measure even the tests' small shapes
     autotune.forget()
     yield tmp_path
@@ -91,7 +92,7 @@ def test_unwritable_tune_dir_still_works(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("FASTNN_TUNE_DIR", str(blocker / "sub"))  # cannot be created
-    monkeypatch.setattr(autotune, "WARM_UP", 0.002)
+    monkeypatch.setattr(policy, "WARM_UP", 0.002)
     monkeypatch.setattr(autotune, "MEASURE_FLOPS", 0)
     autotune.forget()
     x, y, params = make_problem(5, 4, 3, 2, np.float64)
@@ -253,3 +254,21 @@ def test_resolve_turns_every_name_into_a_variant(tune_dir):
         assert autotune.resolve("blas", params, x, y).name == "chunked"
     with pytest.raises(ValueError, match="not a variant"):
         fastnn.kernels.get("auto")
+
+
+def test_a_kernel_on_another_thread_pool_must_win_by_the_margin():
+    """auto's pick: the fastest, but a kernel whose threads are not numpy's own BLAS pool
+    (tiled's Numba workers, MKL's) must beat the best one on numpy's pool by
+    OTHER_POOL_MARGIN, since alternating it with the user's numpy calls costs both sides."""
+    from fastnn.auto import policy
+
+    pools = {v.name: v.pool for v in fastnn.kernels.variants()}
+    own = [n for n in autotune.candidates() if pools[n] == "numpy"]
+    other = [n for n in autotune.candidates() if pools[n] != "numpy"]
+    assert "numpy" in own and "tiled" in other
+    close = 1.0 / (0.5 * (1 + policy.OTHER_POOL_MARGIN))  # ahead, but by less than the margin
+    assert autotune.pick({"numpy": 1.0, "tiled": close}) == "numpy"
+    assert autotune.pick({"numpy": 1.0, "tiled": 0.8}) == "tiled"
+    compiled_own = next(n for n in own if n != "numpy")  # fused-wide (its -openblas twin: MKL)
+    assert autotune.pick({"numpy": 1.0, compiled_own: 0.99, "tiled": 0.95}) == compiled_own
+    assert autotune.pick({"tiled": 2.0, "chunked": 1.0}) == "chunked"  # no numpy-pool timing

@@ -186,7 +186,8 @@ def test_digits_without_scikit_learn_is_a_clear_message(monkeypatch):
 
 
 def test_build_fills_the_cache_with_what_auto_runs(capsys):
-    from fastnn import background, kernels
+    from fastnn import kernels
+    from fastnn.auto import build as background
 
     if not kernels.jit.CACHE:
         pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0): nothing to build into")

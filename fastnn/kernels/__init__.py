@@ -13,7 +13,7 @@
 Each module declares its ``VARIANTS`` (``variant.Variant``: the step contract and the facts the
 tests, the benchmarks and ``auto`` read); the registry is the list of those modules, and adding
 a variant is adding a module and a line to ``LADDER``.  ``common/`` holds the shared building
-blocks.  ``kernel="auto"`` is not a variant: ``fastnn.autotune.resolve`` turns it into one.
+blocks.  ``kernel="auto"`` is not a variant: ``fastnn.auto.choice.resolve`` turns it into one.
 
 ``docs/optimisation.md`` walks the ladder, with what each rung bought.
 """
@@ -32,7 +32,7 @@ LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked)
 
 _REGISTRY: dict[str, Variant] = {v.name: v for module in LADDER for v in module.VARIANTS}
 
-AUTO = "auto"  # resolved to a variant per problem by fastnn.autotune
+AUTO = "auto"  # resolved to a variant per problem by fastnn.auto.choice
 DEFAULT = AUTO
 # Names kernel= takes that are forms of a whole training run, not a step: ``train`` runs them,
 # ``predict`` and ``loss_and_grads`` (one batch, no training set) run PRIMARY for them.
@@ -60,7 +60,7 @@ def available() -> list[str]:
 
 def get(name) -> Variant:
     """The variant called ``name``; ValueError listing the choices if there is none.  ``auto``
-    is not a variant (``fastnn.autotune.resolve`` chooses one)."""
+    is not a variant (``fastnn.auto.choice.resolve`` chooses one)."""
     if not isinstance(name, str):
         raise TypeError(f"kernel: expected a name (str), got {name!r}")
     if name in ALIASES:
@@ -71,7 +71,7 @@ def get(name) -> Variant:
         return _REGISTRY[name]
     except KeyError:
         if name == AUTO:
-            raise ValueError("kernel: 'auto' is not a variant; fastnn.autotune.resolve('auto', "
+            raise ValueError("kernel: 'auto' is not a variant; fastnn.auto.choice.resolve('auto', "
                              "...) chooses one for a problem") from None
         if name in TRAINING_FORMS:
             raise ValueError(f"kernel: {name!r} is a form of a whole training run (train), not "

@@ -39,6 +39,23 @@ def _cpu(report) -> str:
     return "?"
 
 
+def _simd(report) -> str:
+    """The vector instructions of the CPU the report was made on (``fastnn info``'s simd line;
+    reports older than that line say so)."""
+    for line in report["machine"]:
+        if line.startswith("simd "):
+            return line[4:].strip()
+    return "SIMD flags not recorded"
+
+
+def _blas_kernels(report) -> str:
+    """The kernel set each OpenBLAS chose at run time (Haswell = AVX2, SkylakeX/Cooperlake =
+    AVX-512): the same CPU can run either, and their sums round differently."""
+    cores = sorted({line.split("(")[1].split(")")[0] for line in report["machine"]
+                    if line.startswith("blas ") and "openblas" in line and "(" in line})
+    return "/".join(cores) or "?"
+
+
 def _rows(report, stage="step"):
     return [r for r in report["rows"] if r["stage"] == stage]
 
@@ -76,7 +93,8 @@ def footnote(report) -> str:
     text = (f"x the careful numpy step (> 1: faster), median of {report['rounds']} paired rounds; "
             f"{report['threads']} threads; BLAS for the compiled variants: {_blas(report)} (the "
             f"default install: no MKL); BLAS peak in the run (a 2048^3 numpy matmul): {peaks}; "
-            f"CPU: {_cpu(report)}.  Measured {report.get('date', '?')} with `{report.get('command', 'fastnn bench')}`; "
+            f"CPU: {_cpu(report)}, {_simd(report)}; OpenBLAS kernels: {_blas_kernels(report)}.  "
+            f"Measured {report.get('date', '?')} with `{report.get('command', 'fastnn bench')}`; "
             f"all figures in `docs/results.json`.")
     compile_rows = report.get("compile") or []
     if compile_rows:

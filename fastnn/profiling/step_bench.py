@@ -92,7 +92,7 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
                              gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio,
                              spread=max(max(ta) / min(ta), max(tb) / min(tb))))
             if name == "auto":  # what auto ran: its remembered choice for this shape
-                from ..autotune import resolve
+                from ..auto.choice import resolve
 
                 rows[-1]["ran"] = resolve(name, params, x, y, measure=False).name
     return rows
@@ -203,9 +203,9 @@ def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
     """First-step seconds in a new process: with an empty Numba cache and no remembered ``auto``
     choice (cold), then again with the cache and choice that run left (warm).  Import time is
     reported separately.  At the seed's shape, so that ``auto``'s first call measures (below
-    ``autotune.MEASURE_FLOPS`` it would not).  The compile runs in the foreground
+    ``auto.policy.MEASURE_FLOPS`` it would not).  The compile runs in the foreground
     (``FASTNN_BACKGROUND_COMPILE=0``): this is what compiling costs, not what ``auto`` makes a
-    user wait by default (nothing: it starts on numpy, ``fastnn/background.py``)."""
+    user wait by default (nothing: it starts on numpy, ``fastnn/auto/build.py``)."""
     code = (
         "import time, sys\n"
         "t0 = time.perf_counter()\n"

@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 
+# Timings of one thing whose repeats spread more than BUSY_SPREAD were taken on a busy machine
+# (``fastnn bench`` flags such rows; the threshold is auto's too, stated in its policy).
+from ..auto.policy import BUSY_SPREAD  # noqa: F401
+
 # Seconds of idle before each timed block of a benchmark (see the module docstring).
 SETTLE = 0.15
-# Timings of one thing whose repeats spread more than this (slowest / fastest) were taken on a
-# busy machine: on a quiet one the spread here is 1.05-1.3.  ``fastnn bench`` flags such rows,
-# ``auto`` does not reuse such a choice in later processes.
-BUSY_SPREAD = 1.5
 
 
 def per_call(f, budget: float) -> float:

@@ -340,7 +340,10 @@ def main(args) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(peak_gflops=peak, threads=fastnn.get_num_threads(),
+            from ..machine import info_lines
+
+            json.dump(dict(machine=info_lines(), peak_gflops=peak,
+                           threads=fastnn.get_num_threads(),
                            rounds=args.rounds, date=time.strftime("%Y-%m-%d"),
                            command="fastnn " + " ".join(sys.argv[1:]), rows=rows), f,
                       indent=1)
