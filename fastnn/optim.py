@@ -121,17 +121,17 @@ class Optimizer:
 
     def kernel_state(self, params: Params) -> updates.OptimState:
         """This optimiser as the compiled update takes it (``updates.OptimState``): the kind
-        code, the flat state buffers (empty arrays when unused), the hyperparameters as an array
-        of the params' dtype (so every caller, Python or compiled, passes the same scalar types
-        and gets the same bits) and the steps taken."""
+        code, the flat state buffers (empty arrays when unused), the hyperparameters as
+        ``updates.Hyper``, scalars of the params' dtype (so every caller, Python or compiled,
+        passes the same scalar types and gets the same bits), and the steps taken."""
         self._ensure_state(params)
         dt = params.dtype
         keys = self._needs_state()
         empty = np.empty(0, dt)
         s1 = self._flat[keys[0]] if keys else empty
         s2 = self._flat[keys[1]] if len(keys) > 1 else empty
-        hyper = np.array([self.lr, self.alpha, self.momentum, self.beta1, self.beta2, self.eps,
-                          0.0], dt)
+        hyper = updates.Hyper(*(dt.type(v) for v in (self.lr, self.alpha, self.momentum,
+                                                       self.beta1, self.beta2, self.eps, 0.0)))
         kind = updates.ADAM if self.name == "adam" else updates.SGD
         return updates.OptimState(kind, s1, s2, hyper, self.nesterov, self.t)
 

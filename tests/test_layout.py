@@ -73,6 +73,30 @@ def test_a_warm_process_compiles_nothing():
     assert "MISSES {}" in second.stdout, second.stdout
 
 
+def _cache_files_under(folder):
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+                  if f.endswith((".nbi", ".nbc")))
+
+
+def test_every_kernel_is_cached_in_the_cache_folder_never_in_the_package():
+    """Numba fixes a function's cache folder when it is decorated: a shared block imported before
+    the kernels entered jit.cache_location() was cached next to its source (issue 22: gemm,
+    affine and _leading_dim in fastnn/kernels/common/__pycache__), outside the hashed folder and
+    failing on a read-only install.  After every compiled variant has run, the package holds no
+    cache file and the cache folder holds gemm's."""
+    if not jit.CACHE:
+        pytest.skip("Numba's on-disk cache is off (FASTNN_CACHE=0)")
+    package = os.path.dirname(fastnn.__file__)
+    stale = _cache_files_under(package)
+    assert not stale, f"cache files under the package: {stale[:5]}"
+    res = subprocess.run([sys.executable, "-c", WARM], capture_output=True, text=True,
+                         timeout=900)  # (the warm test's run: compiled once for both)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _cache_files_under(package) == []
+    cached = _cache_files_under(jit.cache_dir())
+    assert any("gemm.gemm-" in os.path.basename(f) for f in cached)
+
+
 FRESH_OR_CACHED = """
 import hashlib, numpy as np, fastnn
 rng = np.random.default_rng(0)

@@ -22,9 +22,13 @@ from __future__ import annotations
 import warnings
 
 from . import jit
-from .variant import Variant
 
-with jit.cache_location():  # every compiled kernel is defined while these modules load
+# Every compiled kernel is defined while these modules load, and Numba fixes a function's cache
+# folder when it is decorated: so every module of the kernels, the shared blocks of common/
+# included (variant imports common/gemm), is first imported inside this block, and nothing is
+# ever cached next to the sources (a read-only install, a stale cache: tests/test_layout.py).
+with jit.cache_location():
+    from .variant import Variant
     # dual is a training form (the trainer's), not in LADDER's step variants
     from . import chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, tiled  # noqa: F401,E501
 

@@ -190,8 +190,8 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
     ``losses[t]``: the loss plus the L2 term; a non-finite loss ends the loop without an update.
     ``g``: scratch for the gradients of ``b1``, ``w2``, ``b2`` (its ``w1`` unused)."""
     M = st.G.shape[0]
-    lr, alpha, mu = o.hyper[0], o.hyper[1], o.hyper[2]
-    zero = o.hyper[6]
+    hp = o.hyper
+    lr, alpha, mu = hp.lr, hp.alpha, hp.momentum
     n_blocks = (M + size - 1) // size
     h, k = p.w2.shape
     for t in range(losses.shape[0]):
@@ -216,15 +216,15 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
         offset = p.w1.size
         for which in range(3):
             if which == 0:
-                q, dq, decay = p.b1, g.b1, zero
+                q, dq, decay = p.b1, g.b1, hp.zero
             elif which == 1:
                 q, dq, decay = p.w2.reshape(h * k), g.w2.reshape(h * k), alpha
             else:
-                q, dq, decay = p.b2, g.b2, zero
+                q, dq, decay = p.b2, g.b2, hp.zero
             end = offset + q.shape[0]
             s1 = o.s1[offset:end] if o.s1.shape[0] else o.s1
-            part = update(o.kind, q, dq, s1, o.s2, lr, decay, mu, o.nesterov, o.hyper[3],
-                          o.hyper[4], o.hyper[5], o.t + t + 1)
+            part = update(o.kind, q, dq, s1, o.s2, lr, decay, mu, o.nesterov, hp.beta1,
+                          hp.beta2, hp.eps, o.t + t + 1)
             if which == 1:
                 penalty += 0.5 * np.float64(alpha) * part
             offset = end

@@ -50,7 +50,7 @@ def sgd_loop(step, x, y, p, g, w, lr, loss_kind, b, losses):
 def optim_loop(step, x, y, p, g, w, o, loss_kind, b, losses):
     """Steps of the optimiser ``o`` (an ``updates.OptimState``) over the blocks of ``b``: per
     step the gradients into ``g``, then one fused update pass over each parameter."""
-    zero = o.hyper[6]  # lr for a step without update, in the params' dtype (see the docstring)
+    zero = o.hyper.zero  # lr for a step without update, in the params' dtype (the docstring)
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, b, t)
         loss = step(xv, yv, p, g, w, zero, np.bool_(False), loss_kind)

@@ -31,20 +31,33 @@ SGD = 0
 ADAM = 1
 
 
+class Hyper(NamedTuple):
+    """An optimiser's settings as the compiled code takes them: scalars of the params' dtype
+    (so every caller, Python or compiled, passes the same types and gets the same bits).
+    ``zero`` is 0 in that dtype: the step size of a step that only computes gradients, and the
+    decay of the biases (they are not decayed)."""
+
+    lr: float
+    alpha: float
+    momentum: float
+    beta1: float
+    beta2: float
+    eps: float
+    zero: float
+
+
 class OptimState(NamedTuple):
     """An optimiser as the compiled code takes it (``fastnn.optim.Optimizer.kernel_state``).
 
     ``kind``: ``SGD`` or ``ADAM``.  ``s1``, ``s2``: flat state buffers (momentum, or Adam's two
-    moments) holding the four params' entries back to back, empty when unused.  ``hyper``:
-    ``[lr, alpha, momentum, beta1, beta2, eps, 0]`` in the params' dtype (so every caller, Python
-    or compiled, passes the same scalar types and gets the same bits).  ``nesterov``.  ``t``:
-    the steps taken before.
+    moments) holding the four params' entries back to back, empty when unused.  ``hyper``: its
+    ``Hyper``.  ``nesterov``.  ``t``: the steps taken before.
     """
 
     kind: int
     s1: np.ndarray
     s2: np.ndarray
-    hyper: np.ndarray
+    hyper: Hyper
     nesterov: bool
     t: int
 
@@ -89,24 +102,24 @@ def update_all(p, g, o, t):
     the optimiser ``o`` (an ``OptimState``) at step number ``t``; returns the L2 term
     ``(alpha/2) * (sum(w1**2) + sum(w2**2))`` before the update.  Biases get alpha = 0: they
     are not decayed."""
-    hyper = o.hyper
-    lr, alpha, mu, beta1, beta2, eps, zero = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4],
-                                              hyper[5], hyper[6])
+    hp = o.hyper
+    alpha = hp.alpha
     sq = 0.0
     start = 0
     for i in range(4):
         if i == 0:
             w, dw, decay = p.w1.reshape(p.w1.size), g.w1.reshape(g.w1.size), alpha
         elif i == 1:
-            w, dw, decay = p.b1, g.b1, zero
+            w, dw, decay = p.b1, g.b1, hp.zero
         elif i == 2:
             w, dw, decay = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), alpha
         else:
-            w, dw, decay = p.b2, g.b2, zero
+            w, dw, decay = p.b2, g.b2, hp.zero
         end = start + w.shape[0]
         a = o.s1[start:end] if o.s1.shape[0] else o.s1
         b = o.s2[start:end] if o.s2.shape[0] else o.s2
-        part = update(o.kind, w, dw, a, b, lr, decay, mu, o.nesterov, beta1, beta2, eps, t)
+        part = update(o.kind, w, dw, a, b, hp.lr, decay, hp.momentum, o.nesterov, hp.beta1,
+                      hp.beta2, hp.eps, t)
         if i == 0 or i == 2:
             sq += part
         start = end
