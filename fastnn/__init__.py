@@ -10,7 +10,7 @@ from .threads import get_num_threads, set_num_threads
 from .api import loss_and_grads, predict, sgd_step
 from .optim import Optimizer
 from .params import Params, init_params
-from .trainer import (DivergenceError, DivergenceWarning, TrainingInterrupted, TrainResult,
+from .training import (DivergenceError, DivergenceWarning, TrainingInterrupted, TrainResult,
                       train)
 
 

@@ -274,16 +274,18 @@ def _train_here(args, rank) -> int:
         _set_threads(args.threads)
         problem = _problem(s)
         task, classes, y, y_test = _task(s, problem)
-        kwargs = _train_arguments(s, task, checkpoint, args)
+        options = _train_arguments(s, task, checkpoint, args,
+                                   _model_info(s, task, classes, problem))
     except (DataError, CheckpointError, ValueError, TypeError) as exc:
         raise SystemExit(f"fastnn train: {exc}") from None
     for note in problem.notes if rank == 0 else ():
         print(f"note        {note}", file=sys.stderr)
-    run = fastnn.train
     if args.distributed:
-        from .distributed import train as run
+        from .distributed import run
+    else:
+        from .training import run
     try:
-        result = run(problem.x, y, info=_model_info(s, task, classes, problem), **kwargs)
+        result = run(problem.x, y, options)
     except fastnn.TrainingInterrupted as stop:
         return _interrupted(stop) if rank == 0 else EXIT_INTERRUPTED
     except (ValueError, TypeError) as exc:
@@ -464,8 +466,11 @@ def _task(s, problem):
     return task, None, y, y_test
 
 
-def _train_arguments(s, task, checkpoint, args) -> dict:
-    """``fastnn.train``'s keyword arguments from the settings."""
+def _train_arguments(s, task, checkpoint, args, info):
+    """The run's ``fastnn.training.Options`` from the settings (checked: a bad one is an error
+    before any training)."""
+    from .training import Options
+
     on_data = s.data is not None or s.dataset is not None
     lr = s.lr
     if lr is None:
@@ -476,14 +481,14 @@ def _train_arguments(s, task, checkpoint, args) -> dict:
     opt = dict(optimizer=s.optimizer, alpha=s.alpha)
     if s.optimizer == "sgd":
         opt.update(momentum=s.momentum, nesterov=s.nesterov)
-    return dict(
+    return Options.of(
         hidden=s.hidden, iters=iters, epochs=epochs, batch_size=s.batch_size, lr=lr,
         loss="softmax" if task == "classify" else "squared",
         init=s.init or ("he" if on_data else "normal"), seed=s.seed, kernel=s.kernel,
         dtype=np.dtype(s.dtype), validation_fraction=s.validation_fraction,
         early_stopping=s.early_stopping, patience=s.patience, checkpoint=checkpoint,
         checkpoint_every=s.checkpoint_every, resume=args.resume, progress=not args.quiet,
-        whole_loop=False if args.python_loop else None, **opt)
+        whole_loop=False if args.python_loop else None, info=info, **opt)
 
 
 def _model_info(s, task, classes, problem) -> dict:

@@ -20,8 +20,9 @@ summed) stops every rank at the same step; Ctrl-C on any rank stops them all aft
 A rank that raises prints the error with its rank and aborts the whole job (``MPI_Abort``): no
 rank waits forever for a dead one.
 
-``World`` is the communicator as the trainer uses it; ``LocalWorld`` is a world of one rank whose
-all-reduce does nothing, for tests and for a script that runs with or without ``mpiexec``.
+``MPIWorld`` is the communicator as the trainer uses it; ``LocalWorld`` is a world of one rank
+whose all-reduce does nothing, for tests and for a script that runs with or without ``mpiexec``;
+``CollectiveSteps`` is the run's backend (``fastnn.training.backends``).
 """
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ from . import checkpoint as ckpt_io
 from . import kernels, reference
 from .kernels.common import losses as loss_codes
 from .machine import mpi_available, mpi_description  # noqa: F401  (here for users)
-from .params import Params, _positive_int
+from .params import Params
+from .training.backends import Backend
+from .training.result import DivergenceError
 from .validation import as_numeric_array, check_finite, check_targets, one_hot
 
 
@@ -108,17 +111,20 @@ def open_rows(x):
     return x
 
 
-class _Collective:
-    """What ``fastnn.train``'s run does across ranks (``trainer._Run``'s ``world``): the steps,
-    the validation loss, who writes and who shows.  Holds the rank's view of the data."""
+class CollectiveSteps(Backend):
+    """The steps of a run across the ranks (``fastnn.training.backends``' interface): each rank
+    its share of every global batch, one all-reduce a step, the same update everywhere.  Holds
+    the rank's view of the data."""
+
+    agrees_on_stop = True  # Ctrl-C rides in the all-reduce: every rank stops together
 
     def __init__(self, w, variant, x, labels, params, loss, n_val, x_val, y_val):
-        self.w, self.variant, self.x, self.labels, self.loss = w, variant, x, labels, loss
+        self.w, self.variant, self.name = w, variant, variant.name
+        self.x, self.labels, self.loss = x, labels, loss
         self.kind = loss_codes.kind(loss)
         self.k = params.w2.shape[1]
         self.dtype = params.dtype
         self.is_root = w.is_root
-        self.agrees_on_stop = True  # Ctrl-C rides in the all-reduce: every rank stops together
         sizes = [p.size for p in params]
         # the flat buffer: the four gradients, the loss in two halves (high and low part: a
         # float32 buffer keeps the loss to ~14 digits) and the stop flag (Ctrl-C on any rank)
@@ -144,8 +150,9 @@ class _Collective:
     def steps(self, run, start, stop) -> int:
         """Steps ``start .. stop-1`` of ``run``: per step this rank's share of the global batch,
         one all-reduce, the same update everywhere.  Returns the number taken."""
-        epoch_rows = run._epoch_order(start // run.per_epoch)
+        epoch_rows = run.epoch_order(start // run.per_epoch)
         batch = run.cfg.batch
+        losses = run.state.losses
         for t in range(stop - start):
             block = (start + t) % run.per_epoch
             s, e = block * batch, min((block + 1) * batch, run.m)
@@ -167,9 +174,9 @@ class _Collective:
             self.w.allreduce(flat)
             total = float(flat[-3]) + float(flat[-2])
             if not math.isfinite(total):
-                run.losses[start + t] = total
+                losses[start + t] = total
                 return t + 1
-            run.losses[start + t] = total + run.opt.step(run.params, self.grads)
+            losses[start + t] = total + run.opt.step(run.params, self.grads)
             if flat[-1] > 0:
                 run.stop_agreed = True
                 return t + 1
@@ -190,9 +197,22 @@ def train(x, y, *, world_=None, **kwargs):
     """``fastnn.train`` across the ranks of an MPI job (module docstring); the same keyword
     arguments, the same ``TrainResult`` on every rank (bitwise identical parameters).
     ``world_``: a ``LocalWorld`` or ``MPIWorld`` (default: this process's, ``world()``)."""
+    from .training.options import Options
+
     w = world() if world_ is None else world_
     try:
-        return _train(w, x, y, **kwargs)
+        opts = Options.of(**kwargs)
+    except Exception as exc:  # as any error on a rank: the job ends with its message
+        w.fail(exc)
+        raise
+    return run(x, y, opts, w)
+
+
+def run(x, y, opts, world_=None):
+    """``train`` with its options already built (``fastnn.training.Options.of``)."""
+    w = world() if world_ is None else world_
+    try:
+        return _train(w, x, y, opts)
     except (KeyboardInterrupt, _Agreed) as exc:  # every rank stopped at the same step
         raise getattr(exc, "original", exc) from None
     except BaseException as exc:  # noqa: BLE001 - any error on one rank must end them all
@@ -208,121 +228,91 @@ class _Agreed(Exception):
         self.original = original
 
 
-def _train(w, x, y, *, hidden=None, iters=None, epochs=None, batch_size=None, shuffle=True,
-           lr=None, loss="squared", optimizer="sgd", momentum=0.0, nesterov=False, beta1=0.9,
-           beta2=0.999, eps=1e-8, alpha=0.0, validation_data=None, validation_fraction=None,
-           early_stopping=False, patience=10, tol=1e-4, init="he", seed=None,
-           kernel=kernels.DEFAULT, params=None, dtype=None, callback=None, callback_every=1,
-           whole_loop=None, checkpoint=None, checkpoint_every=None, resume=None, progress=False,
-           on_divergence="warn", threads=None, info=None, epoch_callback=None):
-    from . import trainer
+def _train(w, x, y, opts):
     from .threads import max_threads, num_threads
+    from .training import finish
+    from .training.loop import Run
+    from .training.setup import resolve_seed
+    from .training.state import RunConfig
+    from .validation import check_lr
 
-    kernel = kernels.check_name(kernel)
-    if kernel in kernels.TRAINING_FORMS:
-        raise ValueError(f"kernel: {kernel!r} trains in one process (its Gram matrix spans "
+    if opts.kernel in kernels.FORMS and not kernels.FORMS[opts.kernel].distributed:
+        raise ValueError(f"kernel: {opts.kernel!r} trains in one process (its Gram matrix spans "
                          f"every training row); distributed training runs the primal form: "
                          f"pass kernel='auto' or a step variant")
-    loss_codes.kind(loss)
-    if whole_loop:
+    if opts.whole_loop:
         raise ValueError("whole_loop: distributed steps run one by one (an all-reduce each)")
-    opt = trainer._optimizer(optimizer, lr, alpha=alpha, momentum=momentum, nesterov=nesterov,
-                             beta1=beta1, beta2=beta2, eps=eps)
-    resumed = w.bcast(ckpt_io.load(resume) if resume is not None and w.is_root else None)
-    cfg = trainer.RunConfig.validated(seed=w.bcast(trainer._seed(seed, resumed)), loss=loss,
-                                      shuffle=shuffle, early_stopping=early_stopping,
-                                      patience=patience, tol=tol)
-    trainer._check_options(iters, epochs, on_divergence, callback_every, None)
-    every = None if checkpoint_every is None else _positive_int(checkpoint_every,
-                                                                "checkpoint_every")
-    if checkpoint is not None and w.is_root:
-        ckpt_io.check_target(checkpoint)
+    opt = opts.new_optimizer()
+    resumed = w.bcast(ckpt_io.load(opts.resume) if opts.resume is not None and w.is_root
+                      else None)
+    cfg = RunConfig.of(opts, w.bcast(resolve_seed(opts.seed, resumed)))
+    if opts.checkpoint is not None and w.is_root:
+        ckpt_io.check_target(opts.checkpoint)
     x = open_rows(x)
-    params, labels = _setup(x, y, w, params, hidden, dtype, init, cfg.seed, loss, resumed)
-    trainer.check_lr(opt.lr, params.dtype)
-    rows, val = _split(x, labels, params, loss, validation_data, validation_fraction, cfg.seed)
+    params, labels = _setup(x, y, opts, cfg.seed, resumed)
+    check_lr(opt.lr, params.dtype)
+    rows, val = _split(x, labels, params, opts, cfg.seed)
     m = x.shape[0] if rows is None else rows.shape[0]
-    batch = m if batch_size is None else min(_positive_int(batch_size, "batch_size"), m)
+    batch = m if opts.batch_size is None else min(opts.batch_size, m)
     per_epoch = -(-m // batch)
-    total = (_positive_int(iters, "iters") if iters is not None else
-             _positive_int(epochs, "epochs") * per_epoch)
+    total = opts.iters if opts.iters is not None else opts.epochs * per_epoch
     n_val = None if val is None else len(val)
     cfg = cfg.with_data(batch, m, n_val)
+    threads = opts.threads
     if threads is None:  # the ranks on one machine share its cores
         threads = max(1, max_threads() // w.local_size)
+    checkpoint = opts.checkpoint if w.is_root else None
     with num_threads(threads):
-        variant = _variant(w, kernel, params, x, labels, loss, rows, batch, resumed)
-        x_val, y_val = _val_share(w, x, labels, val, params, loss)
-        coll = _Collective(w, variant, x, labels, params, loss, n_val, x_val, y_val)
-        run = trainer._Run(variant, False, opt, params, (x, labels, rows), (x_val, y_val),
-                           total, cfg, kernel, info, epoch_callback, world=coll)
+        variant = _variant(w, opts.kernel, params, x, labels, opts.loss, rows, batch, resumed)
+        x_val, y_val = _val_share(w, x, labels, val, params, opts.loss)
+        steps = CollectiveSteps(w, variant, x, labels, params, opts.loss, n_val, x_val, y_val)
+        run = Run(steps, opt, params, (x, labels, rows), (x_val, y_val), total, cfg,
+                  opts.kernel, opts.info, opts.epoch_callback)
         if resumed is not None:
-            run.restore(resumed, resume)
-        run.execute(callback, callback_every, checkpoint if w.is_root else None, every,
-                    progress)
+            run.restore(resumed, opts.resume)
+        run.execute(opts.callback, opts.callback_every, checkpoint, opts.checkpoint_every,
+                    opts.progress)
         result = run.result()
         result.ranks, result.threads = w.size, threads
-    if run.interrupted:
-        raise trainer.TrainingInterrupted(
-            f"training interrupted by Ctrl-C after step {result.n_steps}", result,
-            checkpoint if w.is_root else None)
-    if result.diverged:
-        try:
-            trainer._report_divergence(result, run.kept, opt.lr, per_epoch, on_divergence)
-        except trainer.DivergenceError as exc:
-            raise _Agreed(exc) from None
+    try:
+        finish(result, run, opt, per_epoch, opts.on_divergence, checkpoint)
+    except DivergenceError as exc:
+        raise _Agreed(exc) from None
     return result
 
 
-def _setup(x, y, w, params, hidden, dtype, init, seed, loss, resumed):
+def _setup(x, y, opts, seed, resumed):
     """``(params, labels)``: the parameters as ``fastnn.train`` makes them (from the resumed
     checkpoint, given, or new from ``seed``) and the targets, checked; ``x`` is only looked at
     (its shape and type), not read: the rows are, step by step."""
-    from .params import as_float_dtype, init_params
-    from .trainer import _n_outputs
+    from .training.setup import initial_params
 
     if getattr(x, "ndim", None) != 2 or np.dtype(x.dtype).kind not in "biuf":
         raise ValueError(f"x: expected a 2-D numeric array (or the path of an .npy), got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
-    if resumed is not None:
-        if params is not None:
-            raise TypeError("train: pass params or resume, not both")
-        params = resumed.params
-    if params is not None:
-        from .validation import check_params
-
-        params = check_params(params).copy()
-    else:
-        if hidden is None:
-            raise TypeError("train: pass hidden (the number of hidden units) or params")
-        if dtype is None:
-            dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
-        params = init_params(x.shape[1], hidden, _n_outputs(y, loss), init=init,
-                             dtype=as_float_dtype(dtype), seed=seed)
+    params = initial_params(opts, x.dtype, lambda dtype: x.shape[1], y, seed, resumed)
     if x.shape[1] != params.w1.shape[0]:
         raise ValueError(f"x: expected {params.w1.shape[0]} columns, got {x.shape[1]}")
     labels = np.asarray(y)
-    if loss == "softmax" and labels.ndim == 1:
-        check_targets(labels, params, x.shape[0], loss)  # integer labels in range
+    if opts.loss == "softmax" and labels.ndim == 1:
+        check_targets(labels, params, x.shape[0], opts.loss)  # integer labels in range
     else:
-        labels = check_targets(labels, params, x.shape[0], loss)
+        labels = check_targets(labels, params, x.shape[0], opts.loss)
         check_finite(labels, "y")
     return params, labels
 
 
-def _split(x, labels, params, loss, validation_data, validation_fraction, seed):
+def _split(x, labels, params, opts, seed):
     """The training rows and the validation rows (global indices, or given data), as
     ``fastnn.train`` splits them."""
-    if validation_data is not None:
-        from .trainer import split
+    from .training.setup import split, split_rows
 
-        _, xv, yv = split(x, labels, params, loss, validation_data, None, seed)
+    if opts.validation_data is not None:
+        _, xv, yv = split(x, labels, params, opts, seed)
         return None, _Given(xv, yv)
-    if validation_fraction is None:
+    if opts.validation_fraction is None:
         return None, None
-    from .trainer import split_rows
-
-    return split_rows(x.shape[0], validation_fraction, seed)
+    return split_rows(x.shape[0], opts.validation_fraction, seed)
 
 
 class _Given:

@@ -45,7 +45,8 @@ from .checkpoint import save as _save_checkpoint
 from .optim import Optimizer
 from .params import Params, _positive_int, as_float_dtype, init_params
 from .reference import softmax
-from .trainer import train
+from . import training
+from .training.options import Options, check_fraction, check_tol
 from .validation import check_finite
 
 try:  # with scikit-learn, be one of its estimators (tags, repr, clone, mixins' score)
@@ -328,8 +329,7 @@ class _MLP(_Base):
         s["lr"] = lr
         s["max_iter"] = _positive_int(s["max_iter"], "max_iter")
         s["n_iter_no_change"] = _positive_int(s["n_iter_no_change"], "n_iter_no_change")
-        if not isinstance(self.tol, numbers.Real) or isinstance(self.tol, bool) or self.tol < 0:
-            raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}")
+        check_tol(self.tol)
         if not isinstance(self.alpha, numbers.Real) or self.alpha < 0:
             raise ValueError(f"alpha: expected a number >= 0, got {self.alpha!r}")
         return s
@@ -390,14 +390,15 @@ class _MLP(_Base):
             X.shape[1], s["hidden"], self.n_outputs_, dtype=X.dtype, seed=self._seed)
         epochs = 1 if incremental else s["max_iter"]
         stop = _Stopping(self, s, early, val, batch, x_fit.shape[0])
-        run = train
-        if self.distributed:  # every rank of the MPI job calls fit with the same data
-            from .distributed import train as run
-        result = run(
-            x_fit, y_fit, params=params, epochs=epochs, batch_size=batch, shuffle=self.shuffle,
+        options = Options.of(
+            params=params, epochs=epochs, batch_size=batch, shuffle=self.shuffle,
             optimizer=self.optimizer_, loss=self._loss, kernel=self.kernel, threads=self.threads,
             seed=None if self._seed is None else (self._seed + self.n_iter_) % 2**32,
             epoch_callback=stop)
+        run = training.run
+        if self.distributed:  # every rank of the MPI job calls fit with the same data
+            from .distributed import run
+        result = run(x_fit, y_fit, options)
         self.params_ = stop.best if early and stop.best is not None else result.params
         self.kernel_ = result.ran
         self.diverged_ = result.diverged
@@ -413,9 +414,7 @@ class _MLP(_Base):
         for a classifier), from ``random_state``."""
         from .data import test_split
 
-        f = self.validation_fraction
-        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
-            raise ValueError(f"validation_fraction: expected a number in (0, 1), got {f!r}")
+        f = check_fraction(self.validation_fraction)
         labels = targets if targets.ndim == 1 else np.zeros(targets.shape[0])
         seed = 0 if self._seed is None else self._seed
         rows = np.arange(X.shape[0])

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import autotune, background, kernels, reference, trainer
+from fastnn import autotune, background, kernels, reference
+from fastnn.training import loop
 from fastnn.auto import policy, thread_watch
 from conftest import assert_runs_close, params_as, run_tolerance
 
@@ -39,7 +40,7 @@ def _simulate_build(monkeypatch, ready_at, building):
     monkeypatch.setattr(background, "ready_now", ready_now)
     monkeypatch.setattr(policy, "ADAPT_FLOPS", 0)
     monkeypatch.setattr(thread_watch, "_free_cores", lambda: os.cpu_count() or 1)
-    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
+    monkeypatch.setattr(loop, "BLOCK_SECONDS", 0.0)
 
 
 def test_a_run_switches_at_a_step_boundary_once_the_build_is_ready(monkeypatch):

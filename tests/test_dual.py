@@ -17,6 +17,7 @@ import fastnn
 import fastnn.checkpoint
 from fastnn import reference
 from fastnn.kernels import dual
+from fastnn.training.backends import DualSteps
 from fastnn.optim import Optimizer
 from conftest import assert_close, assert_runs_close, params_as, run_tolerance
 
@@ -246,7 +247,7 @@ def test_a_snapshot_of_the_dual_state_brings_w1_back():
     x, y = _data("squared", np.float64)
     params = fastnn.init_params(N, H, K, seed=0)
     opt = Optimizer("sgd", 0.01, momentum=0.5)
-    steps = dual.DualSteps(x, y, params, opt)
+    steps = DualSteps(fastnn.kernels.get(fastnn.kernels.PRIMARY), x, y, params, opt)
     saved = steps.save_state()
     steps.state.A[...] = np.inf
     steps.load_state(saved)

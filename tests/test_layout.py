@@ -10,7 +10,7 @@ import pytest
 import fastnn
 from fastnn.auto import choice
 from fastnn.kernels import jit
-from fastnn.trainer import next_stop
+from fastnn.training.loop import next_stop
 
 
 def test_cache_folder_follows_every_kernel_source_subfolders_included(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import reference, trainer
+from fastnn import reference
+from fastnn.training import loop
 from fastnn.auto import policy, store, thread_watch
 from fastnn.auto.thread_watch import ThreadWatch
 from conftest import assert_runs_close, params_as, run_tolerance
@@ -195,7 +196,7 @@ def test_free_cores_counts_what_other_programs_leave():
 def test_an_adaptive_run_records_its_threads_and_equals_the_reference(monkeypatch):
     """kernel="auto" without threads=: its blocks probe all threads and one (the schedule says
     which ran when); the numbers equal the numpy loop's to rounding whatever ran."""
-    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)  # blocks of one step: many blocks
+    monkeypatch.setattr(loop, "BLOCK_SECONDS", 0.0)  # blocks of one step: many blocks
     monkeypatch.setattr(policy, "ADAPT_FLOPS", 0)  # this tiny problem adapts too
     monkeypatch.setattr(policy, "PROBE_MIN_STEPS", 1)
     monkeypatch.setattr(thread_watch, "_free_cores", lambda: os.cpu_count() or 1)  # quiet
@@ -215,7 +216,7 @@ def test_an_adaptive_run_records_its_threads_and_equals_the_reference(monkeypatc
 
 
 def test_a_pinned_run_never_changes_threads(monkeypatch):
-    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
+    monkeypatch.setattr(loop, "BLOCK_SECONDS", 0.0)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 2))
     for kw in (dict(threads=1), dict(kernel="fused")):
@@ -226,7 +227,7 @@ def test_a_pinned_run_never_changes_threads(monkeypatch):
 def test_an_adaptive_run_on_a_busy_machine_starts_on_one_thread(monkeypatch):
     monkeypatch.setattr(thread_watch, "_free_cores", lambda: 1)
     monkeypatch.setattr(policy, "ADAPT_FLOPS", 0)
-    monkeypatch.setattr(trainer, "BLOCK_SECONDS", 0.0)
+    monkeypatch.setattr(loop, "BLOCK_SECONDS", 0.0)
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 2))
     res = fastnn.train(x, y, hidden=5, epochs=4, batch_size=10, lr=0.05, seed=2)

@@ -508,7 +508,8 @@ def test_datasets_download_from_a_mirror_once_and_check_sha256(tmp_path, monkeyp
 # --- long runs ----------------------------------------------------------------------------------
 
 def test_the_progress_bar_shows_this_blocks_loss_and_the_epoch():
-    from fastnn import trainer
+    from fastnn.training import loop
+    from fastnn.training.state import RunState
 
     calls = []
 
@@ -519,11 +520,10 @@ def test_the_progress_bar_shows_this_blocks_loss_and_the_epoch():
         def update(self, n):
             calls.append(("update", n))
 
-    run = trainer._Run.__new__(trainer._Run)
-    run.step, run.total, run.per_epoch = 7, 20, 5
-    run.losses = np.arange(20.0)
-    run.val_losses = []
-    trainer._update_bar(Bar(), run, 5)
+    run = loop.Run.__new__(loop.Run)
+    run.state = RunState(20, losses=np.arange(20.0), step=7)
+    run.per_epoch = 5
+    loop._update_bar(Bar(), run, 5)
     assert [c[0] for c in calls] == ["postfix", "update"]
     post = calls[0][1]
     assert post["epoch"] == "2/4" and post["loss"] == "6" and post["epoch mean"] == "5.5"

@@ -7,13 +7,14 @@
     fused           4  BLAS called from compiled code, the rest in one serial row pass
     fused_wide      5  all five matmuls through BLAS, the elementwise work in passes between
     chunked         6  hidden units in chunks over Numba's threads, 1-thread BLAS in each
-    dual            7  training in the span of the data (fewer rows than features): a training
-                       form of ``train``, not a per-step variant (``TRAINING_FORMS``)
+    dual            7  training in the span of the data (fewer rows than features): a form of a
+                       whole training run, not a per-step variant
 
 Each module declares its ``VARIANTS`` (``variant.Variant``: the step contract and the facts the
-tests, the benchmarks and ``auto`` read); the registry is the list of those modules, and adding
-a variant is adding a module and a line to ``LADDER``.  ``common/`` holds the shared building
-blocks.  ``kernel="auto"`` is not a variant: ``fastnn.auto.choice.resolve`` turns it into one.
+tests, the benchmarks and ``auto`` read) and, for a form of a whole run, its ``FORMS``
+(``variant.TrainingForm``); the registry is the list of those modules, and adding a rung is
+adding a module and a line to ``LADDER``.  ``common/`` holds the shared building blocks.
+``kernel="auto"`` is not a variant: ``fastnn.auto.choice.resolve`` turns it into one.
 
 ``docs/optimisation.md`` walks the ladder, with what each rung bought.
 """
@@ -28,19 +29,22 @@ from . import jit
 # included (variant imports common/gemm), is first imported inside this block, and nothing is
 # ever cached next to the sources (a read-only install, a stale cache: tests/test_layout.py).
 with jit.cache_location():
-    from .variant import Variant
-    # dual is a training form (the trainer's), not in LADDER's step variants
-    from . import chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, tiled  # noqa: F401,E501
+    from .variant import TrainingForm, Variant
+    from . import chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, tiled
 
-LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked)
+LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked, dual)
 
 _REGISTRY: dict[str, Variant] = {v.name: v for module in LADDER for v in module.VARIANTS}
+FORMS: dict[str, TrainingForm] = {f.name: f for module in LADDER
+                                  for f in getattr(module, "FORMS", ())}
 
 AUTO = "auto"  # resolved to a variant per problem by fastnn.auto.choice
 DEFAULT = AUTO
 # Names kernel= takes that are forms of a whole training run, not a step: ``train`` runs them,
-# ``predict`` and ``loss_and_grads`` (one batch, no training set) run PRIMARY for them.
-TRAINING_FORMS = ("dual",)
+# ``predict`` and ``loss_and_grads`` (one batch, no training set) run their ``step_variant``.
+TRAINING_FORMS = tuple(FORMS)
+# The primary route: what auto compiles first and measures always, what a run that started on
+# numpy continues on, and the step variant of the training forms.
 PRIMARY = "fused-wide"
 # Old names that still work, with a warning.
 ALIASES = {"blas": "chunked"}
@@ -89,8 +93,8 @@ def ready(name, dtype, optimizers=True) -> bool:
     compiled function it calls already built for ``dtype``, in this process or in Numba's disk
     cache (``jit.compiled_for``).  ``optimizers=False``: all but the loop of the optimisers
     other than plain SGD (the slowest to compile)."""
-    if name in TRAINING_FORMS:
-        return jit.compiled_for(dual.train_loop, dtype)
+    if name in FORMS:
+        return all(jit.compiled_for(d, dtype) for d in FORMS[name].dispatchers)
     dispatchers = get(name).dispatchers
     if not optimizers:
         dispatchers = dispatchers[:3]  # step, predict, the plain SGD loop

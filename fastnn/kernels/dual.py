@@ -9,7 +9,8 @@ and the forward pass needs ``w1`` only through ``X @ w1``::
 
     z1 = x_b @ w1 + b1 = s * Z0[b] + G[b] @ A + b1      Z0 = X @ w1_0 (M, h), G = X @ X.T (M, M)
 
-``G`` and ``Z0`` are computed once (``prepare``).  A step then costs ``B * M * h`` multiply-adds
+``G`` and ``Z0`` are computed once (``prepare``).  (The trainer's side of the form -- its steps,
+validation loss, ``w1`` formed on demand, checkpoints -- is ``fastnn.training.backends.DualSteps``.)  A step then costs ``B * M * h`` multiply-adds
 for ``z1`` (``G[b] @ A``, one ``gemm``) where the primal step costs ``2 * B * n * h`` (``x @ w1``
 and ``x.T @ dz1``), and its update is ``A[b] -= lr * dz1``: a scatter of ``B * h`` numbers where
 the primal one rewrites all ``n * h`` of ``w1``.  It wins by about ``2n / M`` when ``M < n``: the
@@ -39,7 +40,7 @@ from .common.gemm import NO_TRANS, gemm
 from .common.rowpass import ROWS, row_pass, transpose
 from .common.updates import update
 from .jit import JIT_OPTIONS
-from .variant import scratch
+from .variant import TrainingForm, scratch
 
 
 class DualState(NamedTuple):
@@ -232,105 +233,6 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
     return losses.shape[0]
 
 
-
-class DualSteps:
-    """A training run's steps in the dual form: the ``world`` of ``trainer._Run`` (whose
-    ``steps``, ``val_loss``, ``sync`` and ``checkpoint_arrays`` it provides), holding the
-    training rows ``x`` (the data rows the run trains on, in order), the state and the
-    validation rows' own ``G`` and ``Z0`` (``x_val @ X.T``, ``x_val @ w1_0``)."""
-
-    name = "dual"  # what ran: result.ran, the checkpoints' "ran"
-    is_root = True  # it writes its checkpoints and shows its bar
-    agrees_on_stop = False  # Ctrl-C is this process's own
-
-    def __init__(self, x, y, params, opt, x_val=None, backend=None, arrays=None):
-        from .common import gemm
-
-        self.x = np.ascontiguousarray(x)
-        self.backend = gemm.BACKEND if backend is None else backend
-        momentum = opt.momentum > 0
-        if arrays is None:  # a new run: w1 = w1_0, A = 0
-            self.w1_0 = params.w1.copy()
-            self.state = prepare(self.x, y, self.w1_0, momentum)
-        else:  # a resumed one: the checkpoint's w1_0, A, V and coefficients
-            self.w1_0 = arrays["dual/w1_0"].copy()
-            st = prepare(self.x, y, self.w1_0, momentum)
-            st.A[...] = arrays["dual/A"]
-            if momentum:
-                st.V[...] = arrays["dual/V"]
-            st.coef[...] = arrays["dual/coef"]
-            self.state = st
-        self.val = None
-        if x_val is not None:
-            self.val = (np.matmul(x_val, self.x.T), np.matmul(x_val, self.w1_0))
-        self.stale = False
-
-    def steps(self, run, start, stop) -> int:
-        from .. import reference
-        from ..params import Params
-
-        epoch = start // run.per_epoch
-        order = (reference.epoch_order(run.cfg.seed, epoch, run.m) if run.shuffled
-                 else np.empty(0, np.int64))
-        p = run.params
-        h, k = p.w2.shape
-        dt = p.dtype
-        g = Params(p.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
-                   scratch("db2", (k,), dt))
-        w = work(p, run.cfg.batch, run.m, self.backend, run.opt.alpha != 0.0)
-        done = train_loop(self.state, p, g, w, run.opt.kernel_state(p), run.kind, order,
-                          run.cfg.batch, start % run.per_epoch, run.losses[start:stop])
-        run.opt.t += done - (0 if np.isfinite(run.losses[start + done - 1]) else 1)
-        self.stale = True
-        return done
-
-    def val_loss(self, run) -> float:
-        from .. import reference
-
-        G_val, Z0_val = self.val
-        p, st = run.params, self.state
-        a1 = np.matmul(G_val, st.A)
-        a1 += p.dtype.type(st.coef[0]) * Z0_val
-        a1 += p.b1
-        np.maximum(a1, 0, out=a1)
-        z2 = a1 @ p.w2 + p.b2
-        return reference.output_loss(z2, run.y_val, run.cfg.loss)[0]
-
-    def sync(self, run) -> None:
-        """``run.params.w1`` made current (``materialize``), when steps have run since, and
-        with momentum ``w1``'s velocity too (``v0 * w1_0 + X.T @ V``), so that the optimiser's
-        state (in the result and in checkpoints) is the primal form's: a run may continue in
-        either form."""
-        if not self.stale:
-            return
-        st = self.state
-        materialize(self.x, self.w1_0, st, run.params.w1)
-        if st.V.shape[0]:
-            velocity = run.opt.state["velocity"].w1
-            materialize(self.x, self.w1_0, st._replace(A=st.V, coef=st.coef[1:]), velocity)
-        self.stale = False
-
-    def save_state(self):
-        """A copy of what the steps change in the dual form (the trainer's snapshot, to go
-        back to when a step leaves numbers that are not finite)."""
-        st = self.state
-        return st.A.copy(), st.V.copy(), st.coef.copy()
-
-    def load_state(self, saved) -> None:
-        st = self.state
-        st.A[...], st.V[...], st.coef[...] = saved
-        self.stale = True
-
-    def checkpoint_arrays(self) -> dict:
-        """What a checkpoint needs to continue in the dual form bitwise (``G`` and ``Z0`` are
-        recomputed from the data and ``w1_0``)."""
-        st = self.state
-        arrays = {"dual/w1_0": self.w1_0, "dual/A": st.A, "dual/coef": st.coef}
-        if st.V.shape[0]:
-            arrays["dual/V"] = st.V
-        return arrays
-
-
 def flops(m_train, n, h, k, batch, steps, alpha, materializations) -> tuple[int, int]:
     """``(primal, dual)``: the multiply-adds x 2 of a run in each form (the two big matmuls of a
     primal step against the dual form's set-up, steps, L2 term and the ``w1`` it forms)."""
@@ -339,3 +241,13 @@ def flops(m_train, n, h, k, batch, steps, alpha, materializations) -> tuple[int,
             + (steps * 2 * m_train * m_train * h if alpha else 0)
             + materializations * 2 * n * m_train * h)
     return primal, dual
+
+
+# The rung's declaration (kernels/__init__.py reads it): a training form, whose one-batch calls
+# run fused-wide (the primary route: the same BLAS, the same row pass).
+FORM = TrainingForm(
+    "dual", "training in the span of the data, for fewer training rows than features: "
+            "w1 = s * w1_0 + X.T @ A, each step G[b] @ A and a scatter into A",
+    step_variant="fused-wide", dispatchers=(train_loop,))
+VARIANTS = []
+FORMS = [FORM]

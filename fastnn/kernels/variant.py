@@ -93,6 +93,28 @@ class Variant:
         return self.train_loop is not None and self.train_loop_optim is not None
 
 
+@dataclass(frozen=True)
+class TrainingForm:
+    """A rung that is a form of a whole training run rather than a step (rung 7, ``dual``):
+    ``train`` runs it where it applies (the trainer's plan says where; ``kernel=NAME`` insists),
+    and the calls that see one batch and no training set (``predict``, ``loss_and_grads``) run
+    ``step_variant`` for it.  Its facts, read by the registry, the build and the tests:
+
+    ``dispatchers``   its compiled functions (``kernels.ready`` asks them, as for a variant)
+    ``bitwise``       False: its sums are BLAS's
+    ``candidate``     ``auto`` may choose it (by its flop count, not by a measurement)
+    ``distributed``   False: its Gram matrix spans every training row of one process
+    """
+
+    name: str
+    description: str
+    step_variant: str
+    dispatchers: tuple = ()
+    bitwise: bool = False
+    candidate: bool = True
+    distributed: bool = False
+
+
 # --- scratch ------------------------------------------------------------------------------------
 
 _local = threading.local()
