@@ -13,7 +13,7 @@ from fastnn.profiling.problems import problem
 # kernel="auto" remembers its choices on disk: keep the tests' choices out of the user's cache.
 os.environ["FASTNN_TUNE_DIR"] = tempfile.mkdtemp(prefix="fastnn-tests-tune-")
 # auto's first runs on a cold cache would start on numpy while a child process compiles
-# (fastnn/background.py): what ran would depend on timing.  Off here; tests/test_background.py
+# (fastnn/auto/build.py): what ran would depend on timing.  Off here; tests/test_background_build.py
 # turns it on where it is the subject.
 os.environ["FASTNN_BACKGROUND_COMPILE"] = "0"
 

@@ -38,3 +38,18 @@ def test_every_rung_has_its_measured_line():
     default = {v.name for v in fastnn.kernels.variants() if not v.name.endswith("-openblas")}
     assert rungs == default
     assert default <= set(report.kernels_of(_results()))
+
+
+def test_the_readme_python_example_runs():
+    """The README's Python block is real code: it runs as written (its asserts included)."""
+    import re
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    block = re.search(r"<!-- example:python -->\n```python\n(?P<code>.*?)```\n<!-- /example -->",
+                      text, re.S)
+    assert block, "README.md has no <!-- example:python --> block"
+    namespace = {}
+    exec(compile(block.group("code"), "README.md example", "exec"), namespace)
+    assert namespace["run"].n_epochs == 5 and namespace["clf"].score(
+        namespace["features"], namespace["labels"]) > 0.5

@@ -27,7 +27,7 @@ from . import jit
 # Every compiled kernel is defined while these modules load, and Numba fixes a function's cache
 # folder when it is decorated: so every module of the kernels, the shared blocks of common/
 # included (variant imports common/gemm), is first imported inside this block, and nothing is
-# ever cached next to the sources (a read-only install, a stale cache: tests/test_layout.py).
+# ever cached next to the sources (a read-only install, a stale cache: tests/test_cache_and_registry.py).
 with jit.cache_location():
     from .variant import TrainingForm, Variant
     from . import chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, tiled

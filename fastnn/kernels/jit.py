@@ -14,7 +14,7 @@ there are no NaNs and delete the checks that let training detect a diverging los
 (no signed zeros): with it, the softmax path of a kernel loaded from Numba's on-disk cache differed
 in the last bits from the same kernel freshly compiled in the process that wrote the cache, so a
 run resumed in a new process was not bitwise equal to the uninterrupted one (found by the SIGKILL
-test; ``tests/test_layout.py`` now checks fresh against cached bits).  The result of a given
+test; ``tests/test_cache_and_registry.py`` now checks fresh against cached bits).  The result of a given
 binary is deterministic: reassociation is decided at compile time, not at run time.
 """
 from __future__ import annotations

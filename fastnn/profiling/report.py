@@ -105,7 +105,7 @@ def footnote(report) -> str:
                  f"{', '.join(parts)}; with the cache filled {min(warm):.2f}-{max(warm):.2f} s "
                  f"(`fastnn bench --compile`, which compiles in the foreground: by default `auto` "
                  f"starts on `numpy` at once while the compile runs in another process, see "
-                 f"the README's Busy machines and the first run).")
+                 f"docs/runtime.md, Busy machines and the first run).")
     return text
 
 

@@ -272,3 +272,44 @@ def test_a_kernel_on_another_thread_pool_must_win_by_the_margin():
     compiled_own = next(n for n in own if n != "numpy")  # fused-wide (its -openblas twin: MKL)
     assert autotune.pick({"numpy": 1.0, compiled_own: 0.99, "tiled": 0.95}) == compiled_own
     assert autotune.pick({"tiled": 2.0, "chunked": 1.0}) == "chunked"  # no numpy-pool timing
+
+
+# --- honest measurements: busy ones not reused, drift forgotten ------------------------------
+
+
+def test_a_busy_measurement_is_kept_in_process_but_not_reused_from_disk(monkeypatch):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((300, 200)), rng.standard_normal((300, 4))
+    p = fastnn.init_params(200, 64, 4, seed=0)
+    autotune.forget()
+
+    def busy_measure(params, x, y, names=None, spreads=None, **kw):
+        spreads.update({n: 3.0 for n in names})
+        return {n: 1e-3 * (i + 1) for i, n in enumerate(names)}
+
+    monkeypatch.setattr(autotune, "measure", busy_measure)
+    first = autotune.choose(p, x, y)
+    key = next(iter(autotune.remembered()))
+    assert autotune.remembered()[key]["busy"]
+    assert autotune.choose(p, x, y) == first  # this process keeps it
+    autotune._memory.clear()  # a new process ...
+    calls = []
+    monkeypatch.setattr(autotune, "measure", lambda *a, **k: calls.append(1) or
+                        busy_measure(*a, **k))
+    autotune.choose(p, x, y)
+    assert calls  # ... measures again
+    autotune.forget()
+
+
+def test_a_run_far_from_its_remembered_timing_drops_it():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((256, 300)), rng.standard_normal((256, 3))
+    p = fastnn.init_params(300, 64, 3, seed=0)
+    autotune.forget()
+    name = autotune.choose(p, x, y)
+    key = next(iter(autotune.remembered()))
+    us = autotune.remembered()[key]["us"][name]
+    autotune.note_run(p, 256, name, fastnn.get_num_threads(), us * 1e-6 * 1.2)
+    assert key in autotune.remembered()  # within the drift
+    autotune.note_run(p, 256, name, fastnn.get_num_threads(), us * 1e-6 * 10)
+    assert key not in autotune.remembered() and key not in autotune._memory
