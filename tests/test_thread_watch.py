@@ -80,10 +80,21 @@ def test_the_block_after_the_first_step_is_never_a_sample():
     assert w.next_block()[1] == policy.PROBE_BLOCK_SECONDS
 
 
+def test_only_the_first_run_of_a_problem_in_a_process_warms_up():
+    w = _watch(name="p")
+    assert w.next_block() == (2, None)
+    w.observe(2, 9.0)  # the warm-up: not a sample
+    again = _watch(name="p")  # the next run of the same problem: warm already
+    assert again.next_block()[1] == policy.PROBE_BLOCK_SECONDS
+    again.observe(2, 1.0, 5)
+    assert again.decision.samples == {2: [1.0]}
+
+
 def test_short_runs_finish_the_probe_together_and_the_decision_is_remembered():
     for run in range(policy.PROBE_PAIRS):  # each run sees two probe blocks
         w = _watch(name="shape/float32/fused-wide/t2")
-        w.observe(2, 1.0)
+        if run == 0:
+            w.observe(2, 1.0)  # the warm-up
         for _ in range(2):
             count, _ = w.next_block()
             w.observe(count, 1.0 if count == 2 else 1.6, 5)
@@ -92,6 +103,7 @@ def test_short_runs_finish_the_probe_together_and_the_decision_is_remembered():
     assert entry["threads"] == 2 and set(entry["us"]) == {"1", "2"}
     thread_watch.forget()  # a new process: the decision comes from disk, no probe
     w = _watch(name="shape/float32/fused-wide/t2")
+    assert w.next_block() == (2, None)
     w.observe(2, 1.0)
     assert w.next_block() == (2, None)
 

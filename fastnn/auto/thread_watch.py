@@ -9,7 +9,8 @@ the rest spin until it comes back (100 seed steps 982 ms on 2 threads against 17
 four busy processes on the 2 cores).  So, for each (shape, dtype, variant):
 
 1. **Decide once, from enough evidence.**  After a warm-up block (the one right after the first
-   step still pays for caches and page faults), short blocks alternate all threads and one,
+   step of a problem new to the process still pays for caches, page faults and the code being
+   loaded), short blocks alternate all threads and one,
    ``policy.PROBE_PAIRS`` of each; one thread is kept only when its median step beats all
    threads' by ``policy.ONE_THREAD_MARGIN``.  The samples carry over from one run to the next in
    the process, so short runs finish the probe together, and the decision is remembered in
@@ -42,12 +43,13 @@ class Decision:
     """What is known for one (shape, dtype, variant): the decided count (None while probing),
     the probe's samples per count, the best seconds per step seen per count."""
 
-    __slots__ = ("threads", "samples", "best")
+    __slots__ = ("threads", "samples", "best", "warmed")
 
     def __init__(self, threads=None, best=None):
         self.threads = threads
         self.samples: dict[int, list] = {}
         self.best: dict[int, float] = dict(best or {})
+        self.warmed = False  # a run of this process has had its warm-up block for this problem
 
 
 _lock = threading.Lock()
@@ -147,7 +149,9 @@ class ThreadWatch:
             self.decision = Decision(self.n)
         else:
             self.decision = decision(name) if name is not None else Decision()
-        self.warm, self.trial, self.strikes = False, None, 0
+        # the first block of a problem new to this process warms up (caches, page faults, the
+        # code loaded): not a sample; later runs of it count from their first block
+        self.warm, self.trial, self.strikes = self.decision.warmed, None, 0
         if not self.loaded:
             self.current = self.target()
 
@@ -180,7 +184,7 @@ class ThreadWatch:
         if self.n == 1:
             return
         if not self.warm:
-            self.warm = True
+            self.warm = self.decision.warmed = True
             return
         d = self.decision
         best = d.best.get(threads)

@@ -65,9 +65,8 @@ class Options:
     def of(cls, **kwargs) -> "Options":
         """The options of ``train(x, y, **kwargs)``, checked (TypeError for an argument
         ``train`` does not take, as Python's own)."""
-        names = {f.name for f in fields(cls)}
         for key in kwargs:
-            if key not in names:
+            if key not in _NAMES:
                 raise TypeError(f"train() got an unexpected keyword argument {key!r}")
         return cls(**kwargs).checked()
 
@@ -102,7 +101,9 @@ class Options:
             raise ValueError(f"init: expected 'he' or 'normal', got {self.init!r}")
         if self.threads is not None:
             check_threads(self.threads)
-        self.new_optimizer()  # its settings checked now, not at the first step
+        if not isinstance(self.optimizer, Optimizer) and self.lr is None:
+            raise TypeError("train: pass lr (the learning rate)")
+        # (the optimiser's own settings are checked when the run makes it: new_optimizer)
         return replace(self, kernel=kernel) if kernel != self.kernel else self
 
     def new_optimizer(self) -> Optimizer:
@@ -143,3 +144,6 @@ def check_threads(threads) -> int:
     if threads < 1:
         raise ValueError(f"threads: expected a positive integer, got {threads}")
     return int(threads)
+
+
+_NAMES = frozenset(f.name for f in fields(Options))
