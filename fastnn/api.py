@@ -5,44 +5,56 @@ import numpy as np
 
 from . import kernels
 from .auto.choice import resolve
-from .kernels.common import losses
+from .kernels.common import activations, losses
 from .params import Params
-from .validation import check_lr, check_params, check_targets, check_x
+from .validation import (check_lr, check_params, check_sample_weight, check_targets, check_x,
+                         with_weights)
 
 
-def predict(params, x, *, kernel: str = kernels.DEFAULT) -> np.ndarray:
-    """The network's output ``z2 = relu(x @ w1 + b1) @ w2 + b2``, shape (m, k), in the params'
-    dtype."""
+def predict(params, x, *, kernel: str = kernels.DEFAULT, activation: str = "relu") -> np.ndarray:
+    """The network's output ``z2 = act(x @ w1 + b1) @ w2 + b2``, shape (m, k), in the params'
+    dtype (the output layer's logits: no softmax or sigmoid applied).  ``activation``: the hidden
+    layer's, ``"relu"`` (default), ``"tanh"``, ``"logistic"`` or ``"identity"``."""
     kernel = _one_batch(kernels.check_name(kernel))
+    act = activations.of(activation)
     params = check_params(params)
     x = check_x(x, params)
     params = _contiguous(params)
-    return resolve(kernel, params, x, measure=False).predict(params, x)
+    return resolve(kernel, params, x, measure=False).predict(params, x, act)
 
 
-def loss_and_grads(params, x, y, *, kernel: str = kernels.DEFAULT, loss: str = "squared"):
+def loss_and_grads(params, x, y, *, kernel: str = kernels.DEFAULT, loss: str = "squared",
+                   activation: str = "relu", sample_weight=None):
     """``(L, grads)``: the loss and ``Params`` of exactly dL/dparam.
 
     ``loss="squared"``: ``L = (1/m) * sum((z2 - y)**2)``.  ``loss="softmax"``: the mean softmax
     cross-entropy, ``y`` integer class labels (m,) or (m, k) one-hot/probability rows.
+    ``loss="logistic"``: the binary cross-entropy of independent sigmoid outputs, ``y`` (m, k) in
+    [0, 1] (or (m,) for one output).  ``loss="poisson"``: half the Poisson deviance of ``exp``
+    outputs, ``y >= 0``.  ``activation`` as in ``predict``.  ``sample_weight`` (m,): each row's
+    weight, ``L = sum_i w_i l_i / sum_i w_i`` (``fastnn.reference`` states each exactly).
     """
     kernel = _one_batch(kernels.check_name(kernel))
     kind = losses.kind(loss)
+    act = activations.of(activation)
     params = check_params(params)
     x = check_x(x, params)
-    y = check_targets(y, params, x.shape[0], loss)
+    y = with_weights(check_targets(y, params, x.shape[0], loss),
+                     check_sample_weight(sample_weight, x.shape[0], params.dtype))
     params = _contiguous(params)
     variant = resolve(kernel, params, x, y, measure=False)
-    value, grads = variant.loss_and_grads(params, x, y, kind)
+    value, grads = variant.loss_and_grads(params, x, y, kind, None, act)
     return float(value), grads
 
 
-def sgd_step(params, x, y, lr, *, kernel: str = kernels.DEFAULT, loss: str = "squared") -> float:
+def sgd_step(params, x, y, lr, *, kernel: str = kernels.DEFAULT, loss: str = "squared",
+             activation: str = "relu") -> float:
     """One SGD step ``p -= lr * dL/dp``, in place on ``params``; returns the loss before the step.
-    ``loss`` as in ``loss_and_grads``.  When that loss is NaN or infinite the params are left
-    unchanged."""
+    ``loss`` and ``activation`` as in ``loss_and_grads``.  When that loss is NaN or infinite the
+    params are left unchanged."""
     kernel = kernels.check_name(kernel)
     kind = losses.kind(loss)
+    act = activations.of(activation)
     params = check_params(params, writeable=True)
     lr = check_lr(lr, params.dtype)
     x = check_x(x, params)
@@ -52,7 +64,7 @@ def sgd_step(params, x, y, lr, *, kernel: str = kernels.DEFAULT, loss: str = "sq
                          f"no training set to work in; train(kernel={kernel!r}) runs it, or "
                          f"pass a step variant here ({kernels.PRIMARY!r}, 'auto', ...)")
     work = _contiguous(params)
-    value = resolve(kernel, work, x, y).sgd_step(work, x, y, lr, kind)
+    value = resolve(kernel, work, x, y).sgd_step(work, x, y, lr, kind, act)
     for p, w in zip(params, work):
         if w is not p:  # the kernel worked on a contiguous copy: write the result back
             p[...] = w

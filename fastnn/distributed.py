@@ -161,7 +161,8 @@ class CollectiveSteps(Backend):
             flat = self.flat
             if idx.size:
                 x, y = self.rows(idx)
-                loss, _ = self.variant.loss_and_grads(run.params, x, y, self.kind, self.grads)
+                loss, _ = self.variant.loss_and_grads(run.params, x, y, self.kind, self.grads,
+                                                      run.act)
                 weight = idx.size / (e - s)
                 flat[:self.n_grad] *= flat.dtype.type(weight)
                 loss *= weight
@@ -186,7 +187,7 @@ class CollectiveSteps(Backend):
         """The validation loss: each rank's share of the validation rows, summed."""
         part = np.zeros(1)
         if self.x_val.shape[0]:
-            z2 = self.variant.predict(run.params, self.x_val)
+            z2 = self.variant.predict(run.params, self.x_val, run.act)
             part[0] = reference.output_loss(z2, self.y_val, self.loss)[0] * (
                 self.x_val.shape[0] / self.n_val)
         self.w.allreduce(part)
@@ -242,6 +243,9 @@ def _train(w, x, y, opts):
                          f"pass kernel='auto' or a step variant")
     if opts.whole_loop:
         raise ValueError("whole_loop: distributed steps run one by one (an all-reduce each)")
+    if opts.sample_weight is not None:
+        raise ValueError("sample_weight: fastnn.distributed does not take row weights yet; train "
+                         "in one process (fastnn.train) for a weighted run")
     opt = opts.new_optimizer()
     resumed = w.bcast(ckpt_io.load(opts.resume) if opts.resume is not None and w.is_root
                       else None)

@@ -2,20 +2,30 @@
 
 Network and objective (x (m, n), y (m, k); w1 (n, h), b1 (h,), w2 (h, k), b2 (k,))::
 
-    z1 = x @ w1 + b1        a1 = relu(z1)        z2 = a1 @ w2 + b2
-    L  = (1/m) * sum((z2 - y)**2)                      loss="squared" (the default)
-    L  = (1/m) * sum(y * (logsumexp(z2) - z2))         loss="softmax", y one-hot (m, k)
+    z1 = x @ w1 + b1        a1 = act(z1)         z2 = a1 @ w2 + b2
+    L  = (1/m) * sum((z2 - y)**2)                           loss="squared" (the default)
+    L  = (1/m) * sum(y * (logsumexp(z2) - z2))              loss="softmax", y one-hot (m, k)
+    L  = (1/m) * sum(softplus(z2) - y * z2)                 loss="logistic", y in [0, 1]
+    L  = (1/m) * sum(exp(z2) - y * z2 + y log y - y)        loss="poisson", y >= 0 (counts)
+
+``act`` is ``relu`` (the default, the seed's), ``tanh``, ``logistic`` or ``identity``.  With
+``sample_weight`` (w (m,) >= 0), every ``(1/m) sum_i`` becomes ``sum_i w_i / sum_i w_i``
+(scikit-learn's weighting).
 
 Gradients, exactly dL/dparam::
 
-    dz2 = (2/m) * (z2 - y)           (softmax: (1/m) * (softmax(z2) - y))
+    dz2 = (2/m) * (z2 - y)           (softmax: (1/m) * (softmax(z2) - y); logistic:
+                                      (1/m) * (sigmoid(z2) - y); poisson: (1/m) (exp(z2) - y))
     dw2 = a1.T @ dz2                 db2 = dz2.sum(axis=0)
-    dz1 = (dz2 @ w2.T) * (z1 > 0)    db1 = dz1.sum(axis=0)
+    dz1 = (dz2 @ w2.T) * act'(z1)    db1 = dz1.sum(axis=0)
     dw1 = x.T @ dz1
+
+with ``act'`` taken from ``a1``: ``relu`` ``(a1 > 0)``, ``tanh`` ``1 - a1**2``, ``logistic``
+``a1 * (1 - a1)``, ``identity`` 1.
 
 Two corrections to the seed's code: the ReLU backward is a mask, ``da1 * (z1 > 0)``, not
 ``max(da1, 0)``; and the bias gradients are per-unit sums over the batch axis, not one scalar.
-The ReLU derivative at exactly 0 is taken as 0 (``z1 > 0``), as PyTorch does.
+The ReLU derivative at exactly 0 is taken as 0 (``z1 > 0``), as PyTorch and scikit-learn do.
 
 These functions take already-validated arrays in the params' dtype; the public entry points in
 ``fastnn`` validate and then dispatch here for ``kernel="reference"``.
@@ -26,75 +36,124 @@ import numpy as np
 
 from .params import Params
 
+LOSSES = ("squared", "softmax", "logistic", "poisson")
+ACTIVATIONS = ("relu", "tanh", "logistic", "identity")
 
-def forward(params: Params, x):
+
+def activate(name, z):
+    """The hidden activation called ``name`` of the array ``z``."""
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "logistic":  # from exp(-|z|), which never overflows (exact down to subnormals)
+        e = np.exp(-np.abs(z))
+        return np.where(z > 0, 1 / (1 + e), e / (1 + e))
+    if name == "identity":
+        return z
+    raise ValueError(f"activation: expected one of {', '.join(map(repr, ACTIVATIONS))}, got "
+                     f"{name!r}")
+
+
+def derivative(name, a):
+    """``da/dz`` of the activation called ``name``, from its values ``a``."""
+    if name == "relu":
+        return (a > 0).astype(a.dtype)
+    if name == "tanh":
+        return 1 - a * a
+    if name == "logistic":
+        return a * (1 - a)
+    if name == "identity":
+        return np.ones_like(a)
+    raise ValueError(f"activation: expected one of {', '.join(map(repr, ACTIVATIONS))}, got "
+                     f"{name!r}")
+
+
+def forward(params: Params, x, activation="relu"):
     """Returns ``(z1, a1, z2)``."""
     w1, b1, w2, b2 = params
     z1 = x @ w1 + b1
-    a1 = np.maximum(z1, 0)
+    a1 = activate(activation, z1)
     z2 = a1 @ w2 + b2
     return z1, a1, z2
 
 
-def predict(params: Params, x):
+def predict(params: Params, x, activation="relu"):
     """``z2`` for inputs ``x`` (m, n)."""
-    return forward(params, x)[2]
+    return forward(params, x, activation)[2]
 
 
-def output_loss(z2, y, loss="squared"):
+def output_loss(z2, y, loss="squared", sample_weight=None):
     """``(L, dz2)`` for outputs ``z2`` and targets ``y`` (both (m, k)).
 
     ``loss="squared"``: ``L = (1/m) * sum((z2 - y)**2)``, ``dz2 = (2/m) * (z2 - y)``.
     ``loss="softmax"``: softmax cross-entropy with one-hot (or probability) targets,
     ``L = (1/m) * sum(y * (lse - z2))`` with ``lse = log(sum(exp(z2), axis=1))`` per row, and
     ``dz2 = (1/m) * (y.sum(axis=1) * softmax(z2) - y)`` (``softmax(z2) - y`` for one-hot rows).
+    ``loss="logistic"``: independent sigmoid outputs and their binary cross-entropy,
+    ``L = (1/m) * sum(softplus(z2) - y * z2)``, ``dz2 = (1/m) * (sigmoid(z2) - y)``.
+    ``loss="poisson"``: ``exp(z2)`` outputs and half the Poisson deviance,
+    ``L = (1/m) * sum(exp(z2) - y * z2 + xlogy(y, y) - y)``, ``dz2 = (1/m) * (exp(z2) - y)``.
     The log-sum-exp subtracts each row's max first, so large logits do not overflow; it is taken
-    in float64, as the kernels do.
+    in float64, as the kernels do.  ``sample_weight (m,)``: row ``i`` counts ``w_i / sum(w)``
+    instead of ``1/m``.
     """
     m = z2.shape[0]
+    scale = np.full((m, 1), 1.0 / m) if sample_weight is None else (
+        np.asarray(sample_weight, np.float64).reshape(m, 1) / float(np.sum(sample_weight)))
     with np.errstate(over="ignore", invalid="ignore"):  # overflow gives inf: the caller's to see
-        return _output_loss(z2, y, loss, m)
+        return _output_loss(z2, y, loss, scale)
 
 
-def _output_loss(z2, y, loss, m):
+def _output_loss(z2, y, loss, scale):
     if loss == "squared":
         r = z2 - y
-        return float(np.sum(r * r)) / m, (2.0 / m) * r
+        r64 = r.astype(np.float64)
+        return float(np.sum(scale * r64 * r64)), (2.0 * scale * r).astype(z2.dtype)
+    z = z2.astype(np.float64)
+    t = y.astype(np.float64)
     if loss == "softmax":
-        z = z2.astype(np.float64)
-        t = y.astype(np.float64)
         zmax = z.max(axis=1, keepdims=True)
         lse = zmax + np.log(np.exp(z - zmax).sum(axis=1, keepdims=True))
-        loss_value = float(np.sum(np.where(t != 0, t * (lse - z), 0.0))) / m
-        dz2 = (t.sum(axis=1, keepdims=True) * np.exp(z - lse) - t) / m
+        loss_value = float(np.sum(scale * np.where(t != 0, t * (lse - z), 0.0)))
+        dz2 = scale * (t.sum(axis=1, keepdims=True) * np.exp(z - lse) - t)
         return loss_value, dz2.astype(z2.dtype)
-    raise ValueError(f"loss: expected 'squared' or 'softmax', got {loss!r}")
+    if loss == "logistic":
+        softplus = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+        sigmoid = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))),
+                           np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+        return float(np.sum(scale * (softplus - t * z))), (scale * (sigmoid - t)).astype(z2.dtype)
+    if loss == "poisson":
+        p = np.exp(z)
+        ylogy = np.where(t > 0, t * np.log(np.where(t > 0, t, 1.0)), 0.0)
+        return float(np.sum(scale * (p - t * z + ylogy - t))), (scale * (p - t)).astype(z2.dtype)
+    raise ValueError(f"loss: expected one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
 
 
-def loss_and_grads(params: Params, x, y, loss="squared"):
+def loss_and_grads(params: Params, x, y, loss="squared", activation="relu", sample_weight=None):
     """``(L, Params(dw1, db1, dw2, db2))`` for one batch.  ``y`` is (m, k) (one-hot for
     ``loss="softmax"``)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return _loss_and_grads(params, x, y, loss)
+        return _loss_and_grads(params, x, y, loss, activation, sample_weight)
 
 
-def _loss_and_grads(params, x, y, loss):
+def _loss_and_grads(params, x, y, loss, activation, sample_weight):
     w1, b1, w2, b2 = params
-    z1, a1, z2 = forward(params, x)
-    loss_value, dz2 = output_loss(z2, y, loss)
+    z1, a1, z2 = forward(params, x, activation)
+    loss_value, dz2 = output_loss(z2, y, loss, sample_weight)
     dw2 = a1.T @ dz2
     db2 = dz2.sum(axis=0)
-    dz1 = (dz2 @ w2.T) * (z1 > 0)
+    dz1 = (dz2 @ w2.T) * derivative(activation, a1)
     dw1 = x.T @ dz1
     db1 = dz1.sum(axis=0)
     dt = w1.dtype
     return loss_value, Params(*(np.asarray(g, dtype=dt) for g in (dw1, db1, dw2, db2)))
 
 
-def sgd_step(params: Params, x, y, lr, loss="squared"):
+def sgd_step(params: Params, x, y, lr, loss="squared", activation="relu"):
     """One plain SGD step, ``p -= lr * dp`` for each parameter, in place.  Returns the loss before
     it; when that loss is not finite, the params are left as they are."""
-    loss_value, grads = loss_and_grads(params, x, y, loss)
+    loss_value, grads = loss_and_grads(params, x, y, loss, activation)
     if not np.isfinite(loss_value):
         return loss_value
     for p, g in zip(params, grads):
@@ -116,7 +175,7 @@ def epoch_order(seed: int, epoch: int, m: int) -> np.ndarray:
 
 
 def train(params: Params, x, y, *, optimizer, epochs, batch_size=None, seed=0, shuffle=True,
-          loss="squared"):
+          loss="squared", activation="relu", sample_weight=None):
     """Minibatch training in plain numpy, in place on ``params``: the specification of
     ``fastnn.train``'s loop.  ``optimizer``: a ``fastnn.optim.Optimizer`` (its
     ``reference_step`` is used).  Each epoch visits the rows in ``epoch_order`` (or in order
@@ -130,6 +189,7 @@ def train(params: Params, x, y, *, optimizer, epochs, batch_size=None, seed=0, s
         order = epoch_order(seed, epoch, m) if shuffle and n_blocks > 1 else np.arange(m)
         for b in range(n_blocks):
             rows = order[b * batch:(b + 1) * batch]
-            value, grads = loss_and_grads(params, x[rows], y[rows], loss)
+            value, grads = loss_and_grads(params, x[rows], y[rows], loss, activation,
+                                          None if sample_weight is None else sample_weight[rows])
             out.append(value + optimizer.reference_step(params, grads))
     return np.array(out)

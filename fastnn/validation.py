@@ -150,7 +150,7 @@ def check_targets(y, params: Params, m: int, loss: str = "squared") -> np.ndarra
     non-negative target weights (one-hot or probabilities) used as given.
     """
     if loss != "softmax":
-        return check_y(y, params, m)
+        return _check_range(check_y(y, params, m), loss)
     k = params.w2.shape[1]
     arr = np.asarray(y) if y is not None else None
     if arr is not None and arr.ndim == 1:
@@ -167,6 +167,46 @@ def check_targets(y, params: Params, m: int, loss: str = "squared") -> np.ndarra
     if not (y >= 0).all():
         raise ValueError("y: softmax targets must be non-negative (one-hot rows or probabilities)")
     return y
+
+
+def _check_range(y, loss):
+    """The logistic loss's targets lie in [0, 1], the Poisson loss's are >= 0 (NaN is checked
+    later, by ``check_finite``)."""
+    if loss == "logistic" and not ((y >= 0) & (y <= 1) | np.isnan(y)).all():
+        raise ValueError("y: loss='logistic' takes targets in [0, 1] (0/1 labels, one column an "
+                         "output, or probabilities)")
+    if loss == "poisson" and not ((y >= 0) | np.isnan(y)).all():
+        raise ValueError("y: loss='poisson' takes non-negative targets (counts or rates)")
+    return y
+
+
+def check_sample_weight(sample_weight, m: int, dtype):
+    """``sample_weight`` as the kernels take it: None, or a finite, non-negative (m,) array in
+    ``dtype`` whose sum is positive."""
+    if sample_weight is None:
+        return None
+    w = as_numeric_array(sample_weight, "sample_weight", np.float64)
+    if w.ndim == 0:
+        w = np.full(m, float(w))
+    if w.ndim != 1 or w.shape[0] != m:
+        raise ValueError(f"sample_weight: expected shape ({m},) (one weight per row of x), got "
+                         f"{w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight: expected finite numbers, got NaN or infinity")
+    if (w < 0).any():
+        raise ValueError("sample_weight: expected non-negative weights, got a negative one")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight: the weights sum to 0; at least one must be positive")
+    return w.astype(dtype)
+
+
+def with_weights(y, weights):
+    """The targets with the rows' weights as one more column (the kernels' convention for
+    weighted rows, ``kernels/common/losses.py``), or ``y`` itself without weights."""
+    if weights is None:
+        return y
+    return np.ascontiguousarray(np.concatenate([y, weights.reshape(-1, 1).astype(y.dtype)],
+                                               axis=1))
 
 
 def one_hot(labels: np.ndarray, k: int, dtype) -> np.ndarray:

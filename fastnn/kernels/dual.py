@@ -36,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from .common.activations import RELU
 from .common.gemm import NO_TRANS, gemm
 from .common.rowpass import ROWS, row_pass, transpose
 from .common.updates import update
@@ -61,8 +62,10 @@ class DualState(NamedTuple):
 
 class DualWork(NamedTuple):
     """The BLAS library and the step's scratch: ``a1, dz1 (B, h)``, ``w2t, dw2t (k, h)``,
-    ``d (rowpass.ROWS, k)``, ``gb (B, M)`` (the batch's rows of ``G``), ``yb (B, k)`` and
-    ``ga (M, h)`` (``G @ A``, for the L2 term)."""
+    ``d (rowpass.ROWS, k)``, ``gb (B, M)`` (the batch's rows of ``G``), ``yb (B, k)`` (``k + 1``
+    columns with weighted rows), ``ga (M, h)`` (``G @ A``, for the L2 term) and ``act``, the
+    hidden activation's marker (the dual form changes only how ``z1`` is computed and how ``w1``
+    moves, so any activation has it)."""
 
     backend: int
     a1: np.ndarray
@@ -73,6 +76,7 @@ class DualWork(NamedTuple):
     gb: np.ndarray
     yb: np.ndarray
     ga: np.ndarray
+    act: object
 
 
 def prepare(x, y, w1_0, momentum: bool) -> DualState:
@@ -93,15 +97,16 @@ def materialize(x, w1_0, st: DualState, out) -> None:
     out += out.dtype.type(st.coef[0]) * w1_0
 
 
-def work(params, m, M, backend, penalty: bool) -> DualWork:
-    """Scratch for steps of ``m`` rows over ``M`` training rows."""
+def work(params, m, M, backend, penalty: bool, targets=None, act=RELU) -> DualWork:
+    """Scratch for steps of ``m`` rows over ``M`` training rows (``targets``: the columns of
+    the state's ``Y``, ``k`` or ``k + 1``)."""
     h, k = params.w2.shape
     dt = params.dtype
     return DualWork(backend, scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt),
                     scratch("w2t", (k, h), dt), scratch("dw2t", (k, h), dt),
                     scratch("d", (ROWS, k), dt), scratch("gb", (m, M), dt),
-                    scratch("yb", (m, k), dt),
-                    scratch("ga", (M, h), dt) if penalty else np.empty((0, h), dt))
+                    scratch("yb", (m, targets or k), dt),
+                    scratch("ga", (M, h), dt) if penalty else np.empty((0, h), dt), act)
 
 
 @njit(**JIT_OPTIONS)
@@ -203,8 +208,8 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
         a1, dz1 = w.a1[:B], w.dz1[:B]
         gemm(w.backend, NO_TRANS, NO_TRANS, 1.0, w.gb[:B], st.A, 1.0, a1)  # z1
         transpose(p.w2, w.w2t)
-        loss = row_pass(w.yb[:B], p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d,
-                        loss_kind) / B
+        loss = row_pass(w.yb[:B], p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind,
+                        w.act)
         if not np.isfinite(loss):
             losses[t] = loss
             return t + 1

@@ -8,8 +8,8 @@ over memory and a dozen Python round trips.  So:
 
 1. ``a1 <- b1`` (broadcast), then ``gemm``: ``a1 = x @ w1 + 1 * a1``.  The bias rides on BLAS's
    ``beta = 1`` (``gemm.affine``).
-2. ``rowpass.row_pass``: ReLU, output layer, loss, ``dz2``, ``dz1``, ``db1``, ``dw2``, ``db2`` in
-   one pass over the rows.
+2. ``rowpass.row_pass``: the activation, output layer, loss, ``dz2``, ``dz1``, ``db1``, ``dw2``,
+   ``db2`` in one pass over the rows.
 3. ``gemm`` again: for a step, ``w1 = -lr * (x.T @ dz1) + 1 * w1``, so ``dw1`` is never stored
    (BLAS's ``alpha``/``beta`` carry the SGD update); for ``loss_and_grads``, ``dw1 = x.T @ dz1``.
 4. The small updates of ``w2``, ``b1``, ``b2``.
@@ -29,6 +29,7 @@ from numba import njit
 from .common.gemm import NO_TRANS, TRANS, affine, gemm
 from .common.loops import optim_loop, sgd_loop
 from .common.rowpass import ROWS, apply_small_updates, output_layer, row_pass, transpose
+from .common.activations import RELU
 from .jit import JIT_OPTIONS
 from .variant import scratch, sizes, with_openblas_twin
 
@@ -36,7 +37,8 @@ from .variant import scratch, sizes, with_openblas_twin
 class FusedWork(NamedTuple):
     """The BLAS library (``gemm.BACKEND``) and the step's scratch: ``a1, dz1 (m, h)``, ``w2t,
     dw2t (k, h)`` (``w2`` and ``dw2`` transposed, so the row pass runs along ``h``) and
-    ``d (rowpass.ROWS, k)``.  At least ``m`` rows: a shorter minibatch uses the first rows."""
+    ``d (rowpass.ROWS, k)``.  At least ``m`` rows: a shorter minibatch uses the first rows.
+    ``act``: the hidden activation's marker (``common/activations.py``)."""
 
     backend: int
     a1: np.ndarray
@@ -44,37 +46,38 @@ class FusedWork(NamedTuple):
     w2t: np.ndarray
     dw2t: np.ndarray
     d: np.ndarray
+    act: object
 
 
-def work(params, m, backend, full=True) -> FusedWork:
+def work(params, m, backend, full=True, act=RELU) -> FusedWork:
     """Scratch for a step on ``m`` rows (``full`` false: for ``predict``, which needs ``a1`` and
     ``w2t`` only)."""
     _, _, h, k, dt = sizes(params, m)
     if not full:
         none = np.empty((0, h), dt)
         return FusedWork(backend, scratch("a1", (m, h), dt), none, scratch("w2t", (k, h), dt),
-                         none, np.empty((0, k), dt))
+                         none, np.empty((0, k), dt), act)
     return FusedWork(backend, scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt),
                      scratch("w2t", (k, h), dt), scratch("dw2t", (k, h), dt),
-                     scratch("d", (ROWS, k), dt))
+                     scratch("d", (ROWS, k), dt), act)
 
 
 @njit(**JIT_OPTIONS)
 def predict(x, p, w, z2):
-    """``z2 = relu(x @ w1 + b1) @ w2 + b2``.  Shapes: ``x (m, n)``, ``p`` the ``Params``,
+    """``z2 = act(x @ w1 + b1) @ w2 + b2``.  Shapes: ``x (m, n)``, ``p`` the ``Params``,
     ``w`` a ``FusedWork``, output ``z2 (m, k)``."""
     a1 = w.a1[:x.shape[0]]
-    affine(w.backend, x, p.w1, p.b1, a1)  # z1, before the ReLU
+    affine(w.backend, x, p.w1, p.b1, a1)  # z1, before the activation
     transpose(p.w2, w.w2t)
-    output_layer(a1, w.w2t, p.b2, z2)
+    output_layer(a1, w.w2t, p.b2, z2, w.act)
 
 
 @njit(**JIT_OPTIONS)
 def step(x, y, p, g, w, lr, update, loss_kind):
     """Loss, gradients and (with ``update``) the SGD step, in one call.  Returns ``L``.
 
-    Math: see ``fastnn.reference``; ``loss_kind`` is ``losses.SQUARED`` or ``losses.SOFTMAX``.
-    Shapes: ``x (m, n)``, ``y (m, k)``, params ``p`` (``w1 (n, h)``, ``b1 (h,)``, ``w2 (h, k)``,
+    Math: see ``fastnn.reference``; ``loss_kind`` is a ``losses`` code, ``w.act`` the hidden
+    activation.  Shapes: ``x (m, n)``, ``y (m, k)`` (or ``(m, k + 1)``: weighted rows), params ``p`` (``w1 (n, h)``, ``b1 (h,)``, ``w2 (h, k)``,
     ``b2 (k,)``), ``w`` a ``FusedWork``.
 
     ``update`` false: the gradients are written to ``g`` and the params are not touched.
@@ -86,9 +89,9 @@ def step(x, y, p, g, w, lr, update, loss_kind):
     """
     m = x.shape[0]
     a1, dz1 = w.a1[:m], w.dz1[:m]
-    affine(w.backend, x, p.w1, p.b1, a1)  # z1, before the ReLU
+    affine(w.backend, x, p.w1, p.b1, a1)  # z1, before the activation
     transpose(p.w2, w.w2t)
-    loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind) / m
+    loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind, w.act)
     if not update:
         gemm(w.backend, TRANS, NO_TRANS, 1.0, x, dz1, 0.0, g.w1)
         transpose(w.dw2t, g.w2)

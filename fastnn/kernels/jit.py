@@ -33,6 +33,10 @@ FASTMATH = (
 )
 JIT_OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
 PARALLEL_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+# For ``@overload`` implementations (``inline="always"``: compiled into the kernels that use
+# them, which are cached): no cache of their own, which Numba would place when they are first
+# compiled, outside ``cache_location()``, next to the sources.
+OVERLOAD_OPTIONS = dict(fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -3,9 +3,9 @@ does in separate passes.
 
 One step, five parallel kernels (``step`` calls them in order)::
 
-    linear_relu_forward   a1 = relu(x @ w1 + b1)                  bias and ReLU in the matmul
+    linear_act_forward    a1 = act(x @ w1 + b1)                   bias and activation in the matmul
     output_loss_grad      z2 = a1 @ w2 + b2, L, dz2 = dL/dz2      one pass over the rows
-    relu_backward         dz1 = (dz2 @ w2.T) * [a1 > 0], db1      mask and bias sum in one loop
+    act_backward          dz1 = (dz2 @ w2.T) * act'(a1), db1      derivative and bias sum in one loop
     weight_grad           dw2 = a1.T @ dz2, db2                   (update: w2 -= lr * dw2 ...)
     weight_grad           dw1 = x.T @ dz1                         (update: w1 -= lr * dw1)
 
@@ -28,8 +28,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .common.activations import RELU, activate, active, for_prange, times_derivative
 from .common.loops import optim_loop, sgd_loop
-from .common.losses import row_loss_grad
+from .common.losses import batch_scale, row_loss_grad, row_scale
 from .jit import JIT_OPTIONS, PARALLEL_OPTIONS
 from .variant import compiled_variant, scratch, sizes
 
@@ -43,19 +44,21 @@ NO_BIAS = np.bool_(False)
 # --- forward ------------------------------------------------------------------------------------
 
 @njit(**PARALLEL_OPTIONS)
-def linear_relu_forward(x, w1, b1, a1):
-    """``a1 = relu(x @ w1 + b1)``, bias and ReLU fused into the matmul.
+def linear_act_forward(x, w1, b1, a1, act):
+    """``a1 = act(x @ w1 + b1)``, bias and activation fused into the matmul (``act``: a marker
+    of ``common/activations.py``).
 
     Shapes: ``x (m, n)``, ``w1 (n, h)``, ``b1 (h,)``, output ``a1 (m, h)``.
 
     Row ``i`` of ``a1`` is the accumulator: it starts as ``b1`` (the bias add costs nothing), takes
     ``x[i, p] * w1[p, :]`` for each ``p`` (an i-k-j loop: the inner loop runs along contiguous rows of
-    ``w1`` and ``a1``, so it vectorises), and the ReLU is applied while the row is still in L1.
-    ``z1`` is never stored: the backward pass recovers the ReLU mask as ``a1 > 0``, which equals
-    ``z1 > 0`` exactly.
+    ``w1`` and ``a1``, so it vectorises), and the activation is applied while the row is still
+    in L1.  ``z1`` is never stored: the backward pass takes the derivative from ``a1`` (ReLU's
+    mask ``a1 > 0`` equals ``z1 > 0`` exactly).
     """
     m, n = x.shape
     h = w1.shape[1]
+    kind = for_prange(act)
     for i in prange(m):
         acc = a1[i]
         for j in range(h):
@@ -65,8 +68,7 @@ def linear_relu_forward(x, w1, b1, a1):
             for j in range(h):
                 acc[j] += xip * w1[p, j]
         for j in range(h):
-            if acc[j] < 0.0:  # not max(acc, 0): NaN must stay NaN, as np.maximum keeps it
-                acc[j] = 0.0
+            acc[j] = activate(kind, acc[j])  # NaN stays NaN, as np.maximum keeps it
 
 
 @njit(**JIT_OPTIONS, inline="always")
@@ -93,48 +95,51 @@ def output_loss_grad(a1, w2, b2, y, dz2, loss_kind):
     """The output layer, the loss and its gradient in one pass over the rows; returns ``L``.
 
     ``z2 = a1 @ w2 + b2``, then the loss ``L`` chosen by ``loss_kind`` and ``dz2 = dL/dz2``
-    (``losses.py``: squared error or softmax cross-entropy).  Shapes: ``a1 (m, h)``,
-    ``w2 (h, k)``, ``b2 (k,)``, ``y (m, k)``, output ``dz2 (m, k)``.
+    (``losses.py``).  Shapes: ``a1 (m, h)``, ``w2 (h, k)``, ``b2 (k,)``, ``y (m, k)`` (or
+    ``(m, k + 1)``: weighted rows), output ``dz2 (m, k)``.
 
     ``z2`` is built in ``dz2``'s row and turned into the gradient in place, so neither ``z2`` nor
     the residual is ever stored.  Each row's loss term is summed in float64 into its own slot
     and the slots are added in row order afterwards: a fixed order, whatever the thread count.
     """
     m, k = dz2.shape
+    inv = batch_scale(y, k)
     row_loss = np.empty(m, np.float64)
     for i in prange(m):
         row = dz2[i]
         _linear_row(a1[i], w2, b2, row)
-        row_loss[i] = row_loss_grad(row, y[i], row, 1.0 / m, loss_kind)
+        row_loss[i] = row_loss_grad(row, y[i], row, row_scale(y, i, k, inv), loss_kind)
     total = 0.0
     for i in range(m):
         total += row_loss[i]
-    return total / m
+    return total
 
 
 # --- backward -------------------------------------------------------------------------------------
 
 @njit(**PARALLEL_OPTIONS)
-def relu_backward(dz2, w2, a1, dz1, db1):
-    """``dz1 = (dz2 @ w2.T) * [a1 > 0]`` and ``db1 = dz1.sum(axis=0)`` in one kernel.
+def act_backward(dz2, w2, a1, dz1, db1, act):
+    """``dz1 = (dz2 @ w2.T) * act'(a1)`` and ``db1 = dz1.sum(axis=0)`` in one kernel.
 
     Shapes: ``dz2 (m, k)``, ``w2 (h, k)``, ``a1 (m, h)``; outputs ``dz1 (m, h)``, ``db1 (h,)``.
 
     Split over hidden units: iteration ``j`` owns column ``j`` of ``dz1`` and ``db1[j]``, so the bias
-    gradient is summed in the same loop that makes ``dz1`` with no race.  ``[a1 > 0]`` equals
-    ``[z1 > 0]`` because ``a1 = relu(z1)``.  Entries with the mask off are set to 0 without computing
-    their dot product (``da1`` is never stored).
+    gradient is summed in the same loop that makes ``dz1`` with no race.  For ReLU, ``[a1 > 0]``
+    equals ``[z1 > 0]`` because ``a1 = relu(z1)``, and entries with the mask off are set to 0
+    without computing their dot product (``da1`` is never stored).
     """
     m, k = dz2.shape
     h = w2.shape[0]
     zero = np.zeros(1, dz2.dtype)[0]  # sums run in the arrays' dtype, like the reference
+    kind = for_prange(act)
     for j in prange(h):
         s_col = zero
         for i in range(m):
             g = zero
-            if a1[i, j] > 0:
+            if active(kind, a1[i, j]):
                 for c in range(k):
                     g += dz2[i, c] * w2[j, c]
+                g = times_derivative(kind, a1[i, j], g)
             dz1[i, j] = g
             s_col += dz1[i, j]
         db1[j] = s_col
@@ -146,7 +151,7 @@ def weight_grad(a, dz, out_w, out_b, lr, update, with_bias):
     ``out_b``, or with ``update`` applied as the SGD step ``out -= lr * grad``.
 
     Shapes: ``a (m, n)``, ``dz (m, h)``, ``out_w (n, h)``, ``out_b (h,)``.  Used for
-    ``dw1 = x.T @ dz1`` (``out_w`` is ``w1`` when updating; ``db1`` comes from ``relu_backward``)
+    ``dw1 = x.T @ dz1`` (``out_w`` is ``w1`` when updating; ``db1`` comes from ``act_backward``)
     and for ``dw2 = a1.T @ dz2`` with ``db2``.
 
     The bias gradient is the weight gradient of an input that is always 1, so it is computed as
@@ -187,28 +192,31 @@ def weight_grad(a, dz, out_w, out_b, lr, update, with_bias):
 # --- the step -----------------------------------------------------------------------------------
 
 class NaiveWork(NamedTuple):
-    """The step's scratch: ``a1, dz1 (m, h)``, ``dz2 (m, k)``, at least ``m`` rows."""
+    """The step's scratch: ``a1, dz1 (m, h)``, ``dz2 (m, k)``, at least ``m`` rows; ``act``
+    the hidden activation's marker."""
 
     a1: np.ndarray
     dz1: np.ndarray
     dz2: np.ndarray
+    act: object
 
 
-def work(params, m, backend, full=True) -> NaiveWork:
+def work(params, m, backend, full=True, act=RELU) -> NaiveWork:
     """Scratch for a step on ``m`` rows (``full`` false: for ``predict``, which needs ``a1``).
     ``backend`` is unused: no BLAS here."""
     _, _, h, k, dt = sizes(params, m)
     if not full:
-        return NaiveWork(scratch("a1", (m, h), dt), np.empty((0, h), dt), np.empty((0, k), dt))
+        return NaiveWork(scratch("a1", (m, h), dt), np.empty((0, h), dt), np.empty((0, k), dt),
+                         act)
     return NaiveWork(scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt),
-                     scratch("dz2", (m, k), dt))
+                     scratch("dz2", (m, k), dt), act)
 
 
 @njit(**JIT_OPTIONS)
 def predict(x, p, w, z2):
-    """``z2 = relu(x @ w1 + b1) @ w2 + b2``; ``w`` a ``NaiveWork``."""
+    """``z2 = act(x @ w1 + b1) @ w2 + b2``; ``w`` a ``NaiveWork``."""
     a1 = w.a1[:x.shape[0]]
-    linear_relu_forward(x, p.w1, p.b1, a1)
+    linear_act_forward(x, p.w1, p.b1, a1, w.act)
     linear_forward(a1, p.w2, p.b2, z2)
 
 
@@ -220,12 +228,12 @@ def step(x, y, p, g, w, lr, update, loss_kind):
     ``b1`` is updated last.  A non-finite loss skips the update."""
     m = x.shape[0]
     a1, dz1, dz2 = w.a1[:m], w.dz1[:m], w.dz2[:m]
-    linear_relu_forward(x, p.w1, p.b1, a1)
+    linear_act_forward(x, p.w1, p.b1, a1, w.act)
     loss = output_loss_grad(a1, p.w2, p.b2, y, dz2, loss_kind)
     if update and not np.isfinite(loss):  # keep the params of the last finite step
         return loss
     # dz1 needs the old w2, so it comes before any update.
-    relu_backward(dz2, p.w2, a1, dz1, g.b1)
+    act_backward(dz2, p.w2, a1, dz1, g.b1, w.act)
     if update:
         weight_grad(a1, dz2, p.w2, p.b2, lr, update, WITH_BIAS)
         weight_grad(x, dz1, p.w1, g.b1, lr, update, NO_BIAS)
@@ -252,6 +260,6 @@ def train_loop_optim(x, y, p, g, w, o, loss_kind, b, losses):
 SPEC = dict(
     name="naive", step=step, predict=predict, work=work, train_loop=train_loop,
     train_loop_optim=train_loop_optim, pool="numba", bitwise=True,
-    description="Numba prange loops, no BLAS; bias+ReLU, loss+dz2, mask+db1 and the SGD update "
-                "fused into the loops")
+    description="Numba prange loops, no BLAS; bias+activation, loss+dz2, derivative+db1 and the "
+                "SGD update fused into the loops")
 VARIANTS = [compiled_variant(**SPEC)]

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import reference
 from ..params import Params
+from .common.activations import RELU, name_of
 from .common.losses import NAME_OF, SQUARED
 from .variant import Variant
 
@@ -54,24 +55,40 @@ class Workspace:
         return m <= self.m and self.key == (n, h, k, np.dtype(dtype))
 
 
-def forward(work: Workspace, params: Params, x):
+def forward(work: Workspace, params: Params, x, act=RELU):
     """``z2`` for ``x`` (m, n), a view of the workspace; ``work.z1[:m]`` holds ``a1`` after."""
     m = x.shape[0]
     z1 = np.matmul(x, params.w1, out=work.z1[:m])
     z1 += params.b1
-    a1 = np.maximum(z1, 0, out=z1)
+    if act is RELU:
+        a1 = np.maximum(z1, 0, out=z1)
+    elif act is not None and name_of(act) == "tanh":
+        a1 = np.tanh(z1, out=z1)
+    elif act is not None and name_of(act) == "logistic":
+        a1 = np.negative(z1, out=z1)
+        np.exp(a1, out=a1)
+        a1 += 1
+        np.reciprocal(a1, out=a1)
+    else:  # identity
+        a1 = z1
     z2 = np.matmul(a1, params.w2, out=work.z2[:m])
     z2 += params.b2
     return z2
 
 
-def grads(work: Workspace, params: Params, x, y, loss_kind=SQUARED, out=None):
+def grads(work: Workspace, params: Params, x, y, loss_kind=SQUARED, out=None, act=RELU):
     """``(L, dw1, db1, dw2, db2)``: the loss and exactly dL/dparam.  The gradients go into ``out``
-    (a ``Params``) when given, else ``dw1``/``dw2`` are workspace buffers and ``db1``/``db2`` new."""
+    (a ``Params``) when given, else ``dw1``/``dw2`` are workspace buffers and ``db1``/``db2`` new.
+    ``y (m, k + 1)``: weighted rows (``losses.py``), the weights in its last column."""
     m = x.shape[0]
-    z2 = forward(work, params, x)
+    k = params.w2.shape[1]
+    z2 = forward(work, params, x, act)
     a1 = work.z1[:m]
-    if loss_kind == SQUARED:
+    if y.shape[1] > k:  # weighted rows: the reference's weighted loss
+        loss, dz2 = reference.output_loss(z2, y[:, :k], NAME_OF[loss_kind], y[:, k])
+        d = z2
+        d[...] = dz2
+    elif loss_kind == SQUARED:
         d = np.subtract(z2, y, out=z2)
         # summed in float64, as every compiled variant does: float32 squares of residuals below
         # ~1e-19 are subnormal and lose their bits (found by the property test)
@@ -85,17 +102,19 @@ def grads(work: Workspace, params: Params, x, y, loss_kind=SQUARED, out=None):
     dw2 = np.matmul(a1.T, d, out=work.dw2 if out is None else out.w2)
     db2 = np.sum(d, axis=0, out=None if out is None else out.b2)
     da1 = np.matmul(d, params.w2.T, out=work.da1[:m])
-    mask = np.greater(a1, 0, out=work.mask[:m])
-    da1 *= mask
+    if act is RELU:
+        da1 *= np.greater(a1, 0, out=work.mask[:m])
+    else:
+        da1 *= reference.derivative(name_of(act), a1)
     dw1 = np.matmul(x.T, da1, out=work.dw1 if out is None else out.w1)
     db1 = np.sum(da1, axis=0, out=None if out is None else out.b1)
     return float(loss), dw1, db1, dw2, db2
 
 
-def step(work: Workspace, params: Params, x, y, lr, loss_kind=SQUARED) -> float:
+def step(work: Workspace, params: Params, x, y, lr, loss_kind=SQUARED, act=RELU) -> float:
     """One SGD step in place on ``params``; returns the loss before it.  A loss that is not finite
     leaves the params unchanged (the step contract)."""
-    loss, dw1, db1, dw2, db2 = grads(work, params, x, y, loss_kind)
+    loss, dw1, db1, dw2, db2 = grads(work, params, x, y, loss_kind, None, act)
     if not math.isfinite(loss):
         return loss
     lr = params.dtype.type(lr)
@@ -124,22 +143,22 @@ def _work(params: Params, x) -> Workspace:
 _QUIET = dict(over="ignore", invalid="ignore")
 
 
-def numpy_predict(params: Params, x):
+def numpy_predict(params: Params, x, act=RELU):
     with np.errstate(**_QUIET):
-        return forward(_work(params, x), params, x).copy()
+        return forward(_work(params, x), params, x, act).copy()
 
 
-def numpy_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads_out=None):
+def numpy_loss_and_grads(params: Params, x, y, loss_kind=SQUARED, grads_out=None, act=RELU):
     if grads_out is None:
         grads_out = Params(*(np.empty_like(p) for p in params))
     with np.errstate(**_QUIET):
-        loss = grads(_work(params, x), params, x, y, loss_kind, grads_out)[0]
+        loss = grads(_work(params, x), params, x, y, loss_kind, grads_out, act)[0]
     return loss, grads_out
 
 
-def numpy_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED):
+def numpy_sgd_step(params: Params, x, y, lr, loss_kind=SQUARED, act=RELU):
     with np.errstate(**_QUIET):
-        return step(_work(params, x), params, x, y, lr, loss_kind)
+        return step(_work(params, x), params, x, y, lr, loss_kind, act)
 
 
 VARIANTS = [Variant(

@@ -35,12 +35,14 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
+from .common.activations import RELU, Relu
 from .common.loops import optim_loop, sgd_loop
 from .common.rowpass import ROWS, apply_small_updates, output_layer, row_pass, transpose
 from .common.simd import (VECTOR_BYTES, lanes, vfma, vload, vload2, vload2_part, vload_part,
                           vrelu, vsplat, vsplat_as, vstore2, vstore2_part, vzero)
-from .jit import JIT_OPTIONS, PARALLEL_OPTIONS
+from .jit import JIT_OPTIONS, OVERLOAD_OPTIONS, PARALLEL_OPTIONS
 from .variant import compiled_variant, scratch, sizes
 
 MR = 4  # rows of C per micro-tile
@@ -51,6 +53,19 @@ KC = 256  # k-block length when B does not fit in L2: a KC x 16 panel of B is 32
 BIAS_RELU = 0  # C = relu(bias + A @ B)
 STORE = 1  # C = A @ B
 ACCUMULATE = 2  # C = C + alpha * (A @ B)
+BIAS = 3  # C = bias + A @ B (the other activations: the row pass applies them)
+
+
+def _forward_mode(act):
+    """The forward matmul's mode for the activation ``act``: ReLU rides in the tile epilogue
+    (idempotent, so the row pass applying it again changes nothing); the others do not."""
+    raise NotImplementedError
+
+
+@overload(_forward_mode, inline="always", jit_options=OVERLOAD_OPTIONS)
+def _forward_mode_impl(act):
+    relu = getattr(act, "instance_class", None) is Relu
+    return (lambda act: BIAS_RELU) if relu else (lambda act: BIAS)
 
 
 @njit(**JIT_OPTIONS)
@@ -153,7 +168,7 @@ def matmul(A, B, C, bias, alpha, mode, Ap, Bp):
     """``C = epilogue(A @ B)``; see the module docstring.  ``alpha``: a float (``ACCUMULATE``).
 
     Shapes: ``A (M, K)`` (any layout: ``x`` or ``x.T``), ``B (K, N)`` and ``C (M, N)`` with
-    contiguous rows, ``bias (N,)`` (read only with ``BIAS_RELU``), scratch ``Ap``, ``Bp`` of at
+    contiguous rows, ``bias (N,)`` (read only with ``BIAS_RELU`` and ``BIAS``), scratch ``Ap``, ``Bp`` of at
     least ``packed_sizes(M, K, N)`` rows.  Work is split into independent tiles (column panel x
     group of 4 rows), each written by one ``prange`` iteration: race-free, and the same sums in
     the same order for any thread count.
@@ -206,7 +221,8 @@ def matmul(A, B, C, bias, alpha, mode, Ap, Bp):
 class TiledWork(NamedTuple):
     """The step's scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``d (rowpass.ROWS, k)`` as
     in `fused`, and ``apack``, ``bpack``, the packing buffers of ``matmul``, large enough for
-    both matmuls of a step (``x @ w1``: M=m, K=n; ``x.T @ dz1``: M=n, K=m; N=h for both)."""
+    both matmuls of a step (``x @ w1``: M=m, K=n; ``x.T @ dz1``: M=n, K=m; N=h for both);
+    ``act`` the hidden activation's marker."""
 
     a1: np.ndarray
     dz1: np.ndarray
@@ -215,9 +231,10 @@ class TiledWork(NamedTuple):
     d: np.ndarray
     apack: np.ndarray
     bpack: np.ndarray
+    act: object
 
 
-def work(params, m, backend, full=True) -> TiledWork:
+def work(params, m, backend, full=True, act=RELU) -> TiledWork:
     """Scratch for a step on ``m`` rows (``full`` false: for ``predict``).  ``backend`` is
     unused: no BLAS here."""
     _, n, h, k, dt = sizes(params, m)
@@ -228,19 +245,19 @@ def work(params, m, backend, full=True) -> TiledWork:
     if not full:
         none = np.empty((0, h), dt)
         return TiledWork(scratch("a1", (m, h), dt), none, scratch("w2t", (k, h), dt), none,
-                         np.empty((0, k), dt), apack, bpack)
+                         np.empty((0, k), dt), apack, bpack, act)
     return TiledWork(scratch("a1", (m, h), dt), scratch("dz1", (m, h), dt),
                      scratch("w2t", (k, h), dt), scratch("dw2t", (k, h), dt),
-                     scratch("d", (ROWS, k), dt), apack, bpack)
+                     scratch("d", (ROWS, k), dt), apack, bpack, act)
 
 
 @njit(**JIT_OPTIONS)
 def predict(x, p, w, z2):
-    """``z2 = relu(x @ w1 + b1) @ w2 + b2``; ``w`` a ``TiledWork``."""
+    """``z2 = act(x @ w1 + b1) @ w2 + b2``; ``w`` a ``TiledWork``."""
     a1 = w.a1[:x.shape[0]]
-    matmul(x, p.w1, a1, p.b1, 0.0, BIAS_RELU, w.apack, w.bpack)
+    matmul(x, p.w1, a1, p.b1, 0.0, _forward_mode(w.act), w.apack, w.bpack)
     transpose(p.w2, w.w2t)
-    output_layer(a1, w.w2t, p.b2, z2)
+    output_layer(a1, w.w2t, p.b2, z2, w.act)
 
 
 @njit(**JIT_OPTIONS)
@@ -248,15 +265,15 @@ def step(x, y, p, g, w, lr, update, loss_kind):
     """The `tiled` variant's loss, gradients and (with ``update``) SGD step; returns ``L``.
 
     Arguments as ``fused.step``, with ``w`` a ``TiledWork``: ``matmul`` in place of BLAS, with
-    the bias (and the ReLU, idempotent for the row pass) fused into the first and the SGD update
+    the bias (and a ReLU, idempotent for the row pass) fused into the first and the SGD update
     into the second; the same serial ``rowpass.row_pass`` in between.  No BLAS anywhere.  A
     non-finite loss skips the update, as in ``fused.step``.
     """
     m = x.shape[0]
     a1, dz1 = w.a1[:m], w.dz1[:m]
-    matmul(x, p.w1, a1, p.b1, 0.0, BIAS_RELU, w.apack, w.bpack)
+    matmul(x, p.w1, a1, p.b1, 0.0, _forward_mode(w.act), w.apack, w.bpack)
     transpose(p.w2, w.w2t)
-    loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind) / m
+    loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind, w.act)
     if not update:
         matmul(x.T, dz1, g.w1, p.b1, 1.0, STORE, w.apack, w.bpack)
         transpose(w.dw2t, g.w2)

@@ -5,13 +5,17 @@ Each variant module (``naive``, ``tiled``, ``fused``, ...) declares its ``Varian
 four functions over validated arrays (C-contiguous, one float dtype, ``y`` 2-D; ``loss_kind`` is
 ``losses.SQUARED`` or ``losses.SOFTMAX``)::
 
-    predict(params, x) -> z2
-    loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None) -> (L, grads)
-    sgd_step(params, x, y, lr, loss_kind=SQUARED) -> L                (params updated in place)
-    train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0, order=None)
-        -> steps taken
+    predict(params, x, act=RELU) -> z2
+    loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None, act=RELU) -> (L, grads)
+    sgd_step(params, x, y, lr, loss_kind=SQUARED, act=RELU) -> L      (params updated in place)
+    train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0, order=None,
+               act=RELU) -> steps taken
     train_loop_optim(params, x, y, optimizer, grads, losses, loss_kind=SQUARED, batch=None,
-                     start=0, order=None) -> steps taken
+                     start=0, order=None, act=RELU) -> steps taken
+
+``act`` is the hidden activation's marker (``common/activations.py``: ``RELU``, ``TANH``,
+``LOGISTIC``, ``IDENTITY``); ``y`` may carry one more column than the output layer, the rows'
+weights (``common/losses.py``).
 
 ``grads``: ``Params`` of arrays to write the gradients into (new ones when None).  The two loops,
 where a variant has them, run up to ``len(losses)`` steps in one compiled call (the whole-loop
@@ -24,8 +28,8 @@ without compiled ones and as the definition the compiled ones are tested against
 
 A compiled variant needs only its compiled pieces (``compiled_variants``): ``step(x, y, p, g, w,
 lr, update, loss_kind)``, ``predict(x, p, w, z2)``, the two loops (``common/loops.py``) and
-``work(params, m, backend, full)``, which hands out its work arrays; the adapters here are the
-same for all of them.
+``work(params, m, backend, full, act)``, which hands out its work arrays (the activation rides in
+them); the adapters here are the same for all of them.
 
 Scratch buffers come from a per-thread cache, so a step allocates nothing at steady state (fresh
 ~1 MB temporaries cost page faults on every step) and calls from several Python threads never
@@ -43,6 +47,7 @@ import numpy as np
 
 from ..params import Params
 from .common import gemm
+from .common.activations import RELU
 from .common.losses import SQUARED
 from .common.minibatch import Batches, batch_rows, blocks
 
@@ -152,10 +157,11 @@ def applied_grads(params: Params) -> Params:
                   scratch("db2", (k,), dt))
 
 
-def batches(params: Params, x, batch, start, order) -> Batches:
+def batches(params: Params, x, y, batch, start, order) -> Batches:
     """The minibatch arguments of a compiled loop (an empty ``order``: the rows in place, no
     gathering)."""
-    m, n, _, k, dt = sizes(params, x.shape[0] if order is None else order.shape[0])
+    m, n, _, _, dt = sizes(params, x.shape[0] if order is None else order.shape[0])
+    k = y.shape[1]  # the output layer's width, one more with weighted rows
     batch, _ = blocks(m, batch)
     if order is None:
         return Batches(np.empty(0, np.int64), scratch("xb", (1, n), dt), scratch("yb", (1, k), dt),
@@ -306,11 +312,11 @@ class Direct:
         return result
 
 
-def layout_key(params: Params, x, y=None):
-    """What decides the argument types of a kernel call: the dtype, and whether ``x`` and ``y``
-    are C-contiguous (the contract says they are; a caller that broke it gets the dispatcher's
-    own typing, never machine code compiled for another layout)."""
-    return (params.w1.dtype, x.flags.c_contiguous and x.flags.writeable,
+def layout_key(params: Params, x, y=None, act=RELU):
+    """What decides the argument types of a kernel call: the dtype, the activation, and whether
+    ``x`` and ``y`` are C-contiguous (the contract says they are; a caller that broke it gets the
+    dispatcher's own typing, never machine code compiled for another layout)."""
+    return (params.w1.dtype, type(act), x.flags.c_contiguous and x.flags.writeable,
             y is None or (y.flags.c_contiguous and y.flags.writeable))
 
 
@@ -336,52 +342,54 @@ def compiled_variant(name: str, description: str, *, step, predict, work, train_
     sgd_loop_, optim_loop_ = Direct(train_loop), Direct(train_loop_optim)
     last = threading.local()
 
-    def step_work(params, m):
-        """``work(params, m, backend)``: the same tuple again while the shapes stay (building it
-        costs ~2 us, a tenth of a 1x1x1x1 step).  Per thread, like the scratch it holds."""
-        key = (m, params.w2.shape, params.w1.shape[0], params.dtype)
+    def step_work(params, m, act):
+        """``work(params, m, backend, True, act)``: the same tuple again while the shapes and
+        the activation stay (building it costs ~2 us, a tenth of a 1x1x1x1 step).  Per thread,
+        like the scratch it holds."""
+        key = (m, params.w2.shape, params.w1.shape[0], params.dtype, type(act))
         memo = getattr(last, "memo", None)
         if memo is None or memo[0] != key:
-            memo = last.memo = (key, work(params, m, backend, True))
+            memo = last.memo = (key, work(params, m, backend, True, act))
         return memo[1]
 
-    def _predict(params, x):
+    def _predict(params, x, act=RELU):
         m, n, h, k, dt = sizes(params, x.shape[0])
         z2 = np.empty((m, k), dt)
         with guard(params, m):
-            predict_(layout_key(params, x), x, params, work(params, m, backend, False), z2)
+            predict_(layout_key(params, x, act=act), x, params,
+                     work(params, m, backend, False, act), z2)
         return z2
 
-    def _loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None):
+    def _loss_and_grads(params, x, y, loss_kind=SQUARED, grads=None, act=RELU):
         m = x.shape[0]
         grads = new_grads(params) if grads is None else grads
         with guard(params, m):
-            loss = step_(layout_key(params, x, y), x, y, params, grads,
-                         step_work(params, m), params.dtype.type(0.0), False,
+            loss = step_(layout_key(params, x, y, act), x, y, params, grads,
+                         step_work(params, m, act), params.dtype.type(0.0), False,
                          loss_kind)
         return loss, grads
 
-    def _sgd_step(params, x, y, lr, loss_kind=SQUARED):
+    def _sgd_step(params, x, y, lr, loss_kind=SQUARED, act=RELU):
         m = x.shape[0]
         with guard(params, m):
-            return step_(layout_key(params, x, y), x, y, params, applied_grads(params),
-                         step_work(params, m), params.dtype.type(lr), True, loss_kind)
+            return step_(layout_key(params, x, y, act), x, y, params, applied_grads(params),
+                         step_work(params, m, act), params.dtype.type(lr), True, loss_kind)
 
     def _train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
-                    order=None):
-        b = batches(params, x, batch, start, order)
+                    order=None, act=RELU):
+        b = batches(params, x, y, batch, start, order)
         with guard(params, b.size):
-            return sgd_loop_(layout_key(params, x, y), x, y, params, applied_grads(params),
-                             step_work(params, b.size), params.dtype.type(lr),
+            return sgd_loop_(layout_key(params, x, y, act), x, y, params, applied_grads(params),
+                             step_work(params, b.size, act), params.dtype.type(lr),
                              loss_kind, b, losses)
 
     def _train_loop_optim(params, x, y, optimizer, grads, losses, loss_kind=SQUARED, batch=None,
-                          start=0, order=None):
-        b = batches(params, x, batch, start, order)
+                          start=0, order=None, act=RELU):
+        b = batches(params, x, y, batch, start, order)
         state = optimizer.kernel_state(params)
         with guard(params, b.size):
-            done = optim_loop_(layout_key(params, x, y), x, y, params, grads,
-                               step_work(params, b.size), state, loss_kind, b, losses)
+            done = optim_loop_(layout_key(params, x, y, act), x, y, params, grads,
+                               step_work(params, b.size, act), state, loss_kind, b, losses)
         return count_updates(optimizer, losses, done)
 
     return Variant(name, description, _predict, _loss_and_grads, _sgd_step, _train_loop,
@@ -406,23 +414,23 @@ def with_openblas_twin(variant_args: dict) -> list[Variant]:
 # --- the loops from Python ----------------------------------------------------------------------
 
 def step_loop(variant: Variant, params, x, y, lr, losses_out, loss_kind=SQUARED, batch=None,
-              start=0, order=None) -> int:
+              start=0, order=None, act=RELU) -> int:
     """``train_loop``'s contract, one ``sgd_step`` call per step from Python."""
     for t in range(losses_out.shape[0]):
         xb, yb = batch_rows(x, y, order, start + t, batch)
-        losses_out[t] = variant.sgd_step(params, xb, yb, lr, loss_kind)
+        losses_out[t] = variant.sgd_step(params, xb, yb, lr, loss_kind, act)
         if not np.isfinite(losses_out[t]):
             return t + 1
     return losses_out.shape[0]
 
 
 def optim_step_loop(variant: Variant, params, x, y, optimizer, grads, losses_out,
-                    loss_kind=SQUARED, batch=None, start=0, order=None) -> int:
+                    loss_kind=SQUARED, batch=None, start=0, order=None, act=RELU) -> int:
     """``train_loop_optim``'s contract from Python: per step ``loss_and_grads`` into ``grads``,
     then ``optimizer.step``."""
     for t in range(losses_out.shape[0]):
         xb, yb = batch_rows(x, y, order, start + t, batch)
-        value, _ = variant.loss_and_grads(params, xb, yb, loss_kind, grads)
+        value, _ = variant.loss_and_grads(params, xb, yb, loss_kind, grads, act)
         if not np.isfinite(value):
             losses_out[t] = value
             return t + 1

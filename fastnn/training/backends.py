@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..kernels.common.activations import name_of
 from ..kernels.variant import Variant, optim_step_loop, scratch, step_loop
 from ..params import Params
 
@@ -38,8 +39,8 @@ class Backend:
 
     def val_loss(self, run) -> float:
         """The validation loss of ``run``'s current parameters (the L2 term not included)."""
-        z2 = self.variant.predict(run.params, run.x_val)
-        return reference.output_loss(z2, run.y_val, run.cfg.loss)[0]
+        return output_loss(self.variant.predict(run.params, run.x_val, run.act), run.y_val,
+                           run.cfg.loss)
 
     def sync(self, run) -> None:
         """Make ``run.params`` current where the steps keep them elsewhere."""
@@ -66,22 +67,35 @@ class LocalSteps(Backend):
     def steps(self, run, start, stop) -> int:
         return run_steps(self.variant, self.whole, run.params, run.x, run.y, run.opt,
                          run.grads, run.state.losses[start:stop], run.kind, run.cfg.batch,
-                         start % run.per_epoch, run.epoch_order(start // run.per_epoch))
+                         start % run.per_epoch, run.epoch_order(start // run.per_epoch), run.act)
 
 
-def run_steps(variant, whole, params, x, y, opt, grads, out, loss_kind, batch, block, order):
+def output_loss(z2, y, loss) -> float:
+    """The reference's loss of outputs ``z2`` for targets ``y`` (their weights, when the rows
+    are weighted, in one more column: ``kernels/common/losses.py``)."""
+    k = z2.shape[1]
+    if y.shape[1] > k:
+        return reference.output_loss(z2, y[:, :k], loss, y[:, k])[0]
+    return reference.output_loss(z2, y, loss)[0]
+
+
+def run_steps(variant, whole, params, x, y, opt, grads, out, loss_kind, batch, block, order,
+              act):
     """Steps into ``out`` (its length), from minibatch ``block`` of the epoch whose row order is
     ``order`` (None: in place): the variant's compiled loop when ``whole``, else one call per
     step from Python; plain SGD fused into the step, any other optimiser after the gradients.
     Returns the number of steps taken (fewer when a loss is not finite)."""
     if opt.is_plain_sgd:
         if whole:
-            return variant.train_loop(params, x, y, opt.lr, out, loss_kind, batch, block, order)
-        return step_loop(variant, params, x, y, opt.lr, out, loss_kind, batch, block, order)
+            return variant.train_loop(params, x, y, opt.lr, out, loss_kind, batch, block, order,
+                                      act)
+        return step_loop(variant, params, x, y, opt.lr, out, loss_kind, batch, block, order,
+                         act)
     if whole:
         return variant.train_loop_optim(params, x, y, opt, grads, out, loss_kind, batch, block,
-                                        order)
-    return optim_step_loop(variant, params, x, y, opt, grads, out, loss_kind, batch, block, order)
+                                        order, act)
+    return optim_step_loop(variant, params, x, y, opt, grads, out, loss_kind, batch, block, order,
+                           act)
 
 
 class DualSteps(Backend):
@@ -124,7 +138,8 @@ class DualSteps(Backend):
         dt = p.dtype
         g = Params(p.w1, scratch("db1", (h,), dt), scratch("dw2", (h, k), dt),
                    scratch("db2", (k,), dt))
-        w = self.dual.work(p, run.cfg.batch, run.m, self.backend, run.opt.alpha != 0.0)
+        w = self.dual.work(p, run.cfg.batch, run.m, self.backend, run.opt.alpha != 0.0,
+                           self.state.Y.shape[1], run.act)
         losses = run.state.losses
         done = self.dual.train_loop(self.state, p, g, w, run.opt.kernel_state(p), run.kind,
                                     order, run.cfg.batch, start % run.per_epoch,
@@ -136,12 +151,11 @@ class DualSteps(Backend):
     def val_loss(self, run) -> float:
         G_val, Z0_val = self.val
         p, st = run.params, self.state
-        a1 = np.matmul(G_val, st.A)
-        a1 += p.dtype.type(st.coef[0]) * Z0_val
-        a1 += p.b1
-        np.maximum(a1, 0, out=a1)
-        z2 = a1 @ p.w2 + p.b2
-        return reference.output_loss(z2, run.y_val, run.cfg.loss)[0]
+        z1 = np.matmul(G_val, st.A)
+        z1 += p.dtype.type(st.coef[0]) * Z0_val
+        z1 += p.b1
+        a1 = reference.activate(name_of(run.act), z1)
+        return output_loss(a1 @ p.w2 + p.b2, run.y_val, run.cfg.loss)
 
     def sync(self, run) -> None:
         """``run.params.w1`` made current (``materialize``), when steps have run since, and

@@ -20,6 +20,7 @@ from .. import checkpoint as ckpt_io
 from .. import reference
 from ..auto import build, policy
 from ..auto.thread_watch import key as decision_key
+from ..kernels.common import activations
 from ..kernels.common import losses as loss_codes
 from ..params import Params
 from ..threads import _set as set_threads_now
@@ -55,6 +56,7 @@ class Run:
         self.x_val, self.y_val = validation
         self.cfg = cfg
         self.kind = loss_codes.kind(cfg.loss)
+        self.act = activations.of(cfg.activation)
         self.m = self.x.shape[0] if self.rows is None else self.rows.shape[0]
         self.per_epoch = -(-self.m // cfg.batch)
         self.shuffled = cfg.shuffle and self.per_epoch > 1

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import kernels
+from ..kernels.common import activations
 from ..kernels.common import losses as loss_codes
 from ..optim import Optimizer
 from ..params import _positive_int
@@ -32,6 +33,8 @@ class Options:
     shuffle: bool = True
     lr: Optional[float] = None
     loss: str = "squared"
+    activation: str = "relu"
+    sample_weight: Any = None
     optimizer: Any = "sgd"  # a name, or an Optimizer whose settings and state continue
     momentum: float = 0.0
     nesterov: bool = False
@@ -75,6 +78,7 @@ class Options:
         one), after every check that needs no data."""
         kernel = kernels.check_name(self.kernel)
         loss_codes.kind(self.loss)
+        activations.of(self.activation)
         if (self.iters is None) == (self.epochs is None):
             raise TypeError("train: pass exactly one of iters (steps) or epochs")
         for name in ("iters", "epochs", "batch_size", "checkpoint_every"):

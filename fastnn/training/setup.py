@@ -8,7 +8,7 @@ import numpy as np
 
 from ..params import as_float_dtype, init_params
 from ..validation import (as_numeric_array, check_finite, check_inputs, check_params,
-                          check_targets, check_x)
+                          check_sample_weight, check_targets, check_x, with_weights)
 from .options import check_fraction
 
 
@@ -51,13 +51,15 @@ def initial_params(opts, x_dtype, n_features, y, seed, resumed):
 
 def setup_params(opts, x, y, seed, resumed):
     """``(params, x, y)``: the run's parameters (``initial_params``) and the data checked
-    against them (kernel-ready, finite)."""
+    against them (kernel-ready, finite; ``sample_weight`` as one more column of ``y``, the
+    kernels' convention for weighted rows)."""
     params = initial_params(opts, getattr(x, "dtype", None),
                             lambda dtype: check_inputs(x, dtype).shape[1], y, seed, resumed)
     x = check_x(x, params)
     y = check_targets(y, params, x.shape[0], opts.loss)
     check_finite(x, "x")
     check_finite(y, "y")
+    y = with_weights(y, check_sample_weight(opts.sample_weight, x.shape[0], params.dtype))
     return params, x, y
 
 

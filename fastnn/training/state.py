@@ -29,6 +29,7 @@ class RunConfig:
     early_stopping: bool
     patience: int
     tol: float
+    activation: str = "relu"
     batch: Optional[int] = None
     n_samples: Optional[int] = None
     validation: Optional[int] = None
@@ -37,7 +38,7 @@ class RunConfig:
     def of(cls, options, seed: int) -> "RunConfig":
         return cls(seed=seed, loss=options.loss, shuffle=bool(options.shuffle),
                    early_stopping=bool(options.early_stopping), patience=int(options.patience),
-                   tol=float(options.tol))
+                   tol=float(options.tol), activation=options.activation)
 
     def with_data(self, batch, n_samples, validation) -> "RunConfig":
         return replace(self, batch=batch, n_samples=n_samples, validation=validation)
@@ -111,7 +112,7 @@ class RunState:
         back with it."""
         meta = ck.meta
         for key, value in cfg.as_meta().items():
-            if meta.get(key) != value:
+            if meta.get(key, "relu" if key == "activation" else None) != value:  # (older: ReLU)
                 raise ValueError(f"resume: checkpoint {path!r} was written with {key}="
                                  f"{meta.get(key)!r}, this run has {key}={value!r}")
         for key, value in opt.hyperparameters().items():

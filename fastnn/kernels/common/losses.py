@@ -1,14 +1,25 @@
 """The output losses, one row at a time: shared by every compiled variant's output pass.
 
-Two losses, chosen by a run-time integer (not a compile-time flag, so each kernel is compiled once
-per dtype whatever the loss)::
+Four losses, chosen by a run-time integer (not a compile-time flag, so each kernel is compiled once
+per dtype whatever the loss), each with its canonical output (the gradient is ``p - y`` with
+``p`` the output's activation: no division by ``p`` anywhere)::
 
-    SQUARED   L = (1/m) * sum_i sum_c (z2[i, c] - y[i, c])**2       dz2 = (2/m) * (z2 - y)
-    SOFTMAX   L = (1/m) * sum_i sum_c y[i, c] * (lse_i - z2[i, c])  dz2 = (1/m) * (s_i * p - y)
+    SQUARED   L = (1/m) sum_i sum_c (z2[i, c] - y[i, c])**2       dz2 = (2/m) (z2 - y)
+    SOFTMAX   L = (1/m) sum_i sum_c y[i, c] (lse_i - z2[i, c])    dz2 = (1/m) (s_i softmax - y)
+    LOGISTIC  L = (1/m) sum_i sum_c softplus(z2) - y z2           dz2 = (1/m) (sigmoid(z2) - y)
+    POISSON   L = (1/m) sum_i sum_c exp(z2) - y z2 + y log y - y  dz2 = (1/m) (exp(z2) - y)
 
-with ``lse_i = log(sum_c exp(z2[i, c]))``, ``p = exp(z2 - lse)`` the softmax and ``s_i = sum_c
-y[i, c]`` (1 for one-hot or probability targets; the general form keeps the gradient exact for any
-non-negative targets).  ``y`` for SOFTMAX is one-hot (the trainer builds it from integer labels).
+with ``lse_i = log(sum_c exp(z2[i, c]))`` and ``s_i = sum_c y[i, c]`` (1 for one-hot or
+probability targets; the general form keeps the gradient exact for any non-negative targets).
+``y`` for SOFTMAX is one-hot (the trainer builds it from integer labels); LOGISTIC is the binary
+cross-entropy of independent sigmoid outputs (binary and multilabel classification: ``y`` in
+[0, 1]); POISSON is the Poisson deviance of ``exp(z2)`` (half of it, scikit-learn's), for counts.
+
+Weighted rows: ``y`` may hold one more column than the output layer, the row's weight ``w_i``;
+the losses are then ``sum_i w_i l_i / sum_i w_i`` and every ``1/m`` above becomes
+``w_i / sum_i w_i`` (``row_scales``): scikit-learn's ``sample_weight``.  The weights ride with the
+targets through every gather (minibatches, the dual form's rows), so no kernel takes another
+argument for them.
 """
 from __future__ import annotations
 
@@ -19,7 +30,9 @@ from ..jit import JIT_OPTIONS
 
 SQUARED = 0
 SOFTMAX = 1
-NAMES = {"squared": SQUARED, "softmax": SOFTMAX}
+LOGISTIC = 2
+POISSON = 3
+NAMES = {"squared": SQUARED, "softmax": SOFTMAX, "logistic": LOGISTIC, "poisson": POISSON}
 NAME_OF = {code: name for name, code in NAMES.items()}  # code -> the reference's name
 
 
@@ -33,16 +46,40 @@ def kind(name: str) -> int:
 
 
 @njit(**JIT_OPTIONS, inline="always")
+def batch_scale(y, k):
+    """The ``1/m`` of an unweighted batch (``y (m, k)``), or ``1 / sum_i w_i`` of a weighted
+    one (``y (m, k + 1)``, the weights in its last column), in float64."""
+    m = y.shape[0]
+    if y.shape[1] == k:
+        return 1.0 / m
+    total = 0.0
+    for i in range(m):
+        total += np.float64(y[i, k])
+    return 1.0 / total
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def row_scale(y, i, k, inv):
+    """Row ``i``'s scale: ``inv`` (``batch_scale``) unweighted, ``w_i * inv`` weighted."""
+    if y.shape[1] == k:
+        return inv
+    return np.float64(y[i, k]) * inv
+
+
+@njit(**JIT_OPTIONS, inline="always")
 def row_loss_grad(z, y, d, scale, loss_kind):
-    """One row's loss term and gradient.  ``z (k,)``: the row of ``z2``; ``y (k,)``: its targets.
-    Writes ``d = dL/dz2`` for the row (``d`` may be ``z`` itself: each ``z[c]`` is read before
-    ``d[c]`` is written) and returns the row's term of ``m * L`` in float64.  ``scale = 1/m``.
+    """One row's loss term and gradient.  ``z (k,)``: the row of ``z2``; ``y``: its targets (a
+    weight after them is not read).  Writes ``d = dL/dz2`` for the row (``d`` may be ``z``
+    itself: each ``z[c]`` is read before ``d[c]`` is written) and returns the row's term of
+    ``L``, ``scale * l_i``, in float64.  ``scale``: the row's ``row_scale``.
 
     The softmax is taken after subtracting the row's max and the log-sum-exp is computed in
     float64, so logits of 1e3 (or 1e30) give finite losses and exact-enough gradients: ``exp`` of
     a non-positive number never overflows, and the max term contributes exactly 1 to the sum.
     ``exp(z_c - zmax)`` is stored in the dtype of ``d`` between the two passes (a float32 kernel
-    rounds it once more: one unit of float32 roundoff in the gradient).
+    rounds it once more: one unit of float32 roundoff in the gradient).  The logistic loss's
+    ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` and its sigmoid are taken from ``exp(-|z|)``,
+    which never overflows either.
     """
     k = z.shape[0]
     loss = 0.0
@@ -68,9 +105,26 @@ def row_loss_grad(z, y, d, scale, loss_kind):
         loss += ysum * np.log(total)
         for c in range(k):
             d[c] = scale * (ysum * (np.float64(d[c]) / total) - np.float64(y[c]))
+    elif loss_kind == LOGISTIC:
+        for c in range(k):
+            zc = np.float64(z[c])
+            yc = np.float64(y[c])
+            e = np.exp(-abs(zc))  # in (0, 1]
+            loss += max(zc, 0.0) + np.log1p(e) - yc * zc
+            sig = 1.0 / (1.0 + e) if zc >= 0.0 else e / (1.0 + e)
+            d[c] = scale * (sig - yc)
+    elif loss_kind == POISSON:
+        for c in range(k):
+            zc = np.float64(z[c])
+            yc = np.float64(y[c])
+            p = np.exp(zc)
+            loss += p - yc * zc - yc
+            if yc > 0.0:
+                loss += yc * np.log(yc)
+            d[c] = scale * (p - yc)
     else:
         for c in range(k):
             r = z[c] - y[c]
             loss += np.float64(r) * np.float64(r)
             d[c] = 2.0 * scale * r
-    return loss
+    return scale * loss

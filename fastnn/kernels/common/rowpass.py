@@ -3,10 +3,10 @@
 Shared by the `fused` (BLAS matmuls) and `tiled` (Numba SIMD matmuls) variants.  After the first
 matmul, ``a1`` holds ``z1 = x @ w1 + b1``; everything else a step needs before the second matmul
 is ``O(m*h*k)`` work, small next to the matmuls' ``O(m*n*h)``, but as numpy calls it is a dozen
-passes over memory.  Here it is one pass: with a block of rows of ``a1`` hot in L1, the ReLU,
-``z2``, the loss (squared or softmax, ``losses.py``), ``dz2``, ``dz1 = (dz2 @ w2.T) * [a1 > 0]``
-and the sums for ``db1``, ``dw2 = a1.T @ dz2`` and ``db2``.  None of ``z1``, ``z2``, ``da1`` or
-the mask is stored.
+passes over memory.  Here it is one pass: with a block of rows of ``a1`` hot in L1, the hidden
+activation (``activations.py``: ReLU, tanh, logistic or identity, a compile-time parameter), ``z2``,
+the loss (``losses.py``), ``dz2``, ``dz1 = (dz2 @ w2.T) * f'(a1)`` and the sums for ``db1``,
+``dw2 = a1.T @ dz2`` and ``db2``.  None of ``z1``, ``z2``, ``da1`` or the derivative is stored.
 
 Serial on purpose: at these sizes a parallel launch and its barrier cost about what the pass
 does (measured: replacing three small ``prange`` kernels by this pass made the `tiled` step 8-27%
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from numba import njit
 
-from ..jit import JIT_OPTIONS
-from .losses import row_loss_grad
-from .simd import (VECTOR_BYTES, vadd, vfma, vkeep_where_positive, vload2_part, vrelu, vsplat,
-                   vstore2_part, vsum, vzero)
+from numba.extending import overload
+
+from ..jit import JIT_OPTIONS, OVERLOAD_OPTIONS
+from .activations import Relu, activate, vtimes_derivative
+from .losses import batch_scale, row_loss_grad, row_scale
+from .simd import VECTOR_BYTES, vadd, vfma, vload2_part, vrelu, vsplat, vstore2_part, vsum, vzero
 
 
 @njit(**JIT_OPTIONS)
@@ -42,14 +44,14 @@ ROWS = 4
 
 
 @njit(**JIT_OPTIONS)
-def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind):
+def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind, act):
     """Everything between the two matmuls, a block of rows at a time (see the module docstring).
 
-    In: ``a1`` holding ``z1`` (before the ReLU), ``w2t = w2.T``, ``loss_kind`` (``losses.SQUARED``
-    or ``losses.SOFTMAX``).  Out: ``a1 = relu(z1)``, ``dz1``, ``dw2t = dw2.T``, ``db1``, ``db2``;
-    returns ``m * L`` (float64).  ``d (ROWS, k)`` is scratch for a block's rows of ``z2``, then
-    of ``dz2``.  Blocks of ``ROWS`` rows (the last one possibly shorter): a fixed order for a
-    given ``m``.
+    In: ``a1`` holding ``z1`` (before the activation), ``w2t = w2.T``, ``loss_kind`` (a
+    ``losses`` code), ``act`` (an ``activations`` marker).  Out: ``a1 = act(z1)``, ``dz1``,
+    ``dw2t = dw2.T``, ``db1``, ``db2``; returns ``L`` (float64).  ``d (ROWS, k)`` is scratch for a
+    block's rows of ``z2``, then of ``dz2``.  Blocks of ``ROWS`` rows (the last one possibly
+    shorter): a fixed order for a given ``m``.
     """
     m, h = a1.shape
     k = w2t.shape[0]
@@ -60,16 +62,39 @@ def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind):
             dw2t[c, j] = 0.0
     for j in range(h):
         db1[j] = 0.0
-    scale = 1.0 / m
+    inv = batch_scale(y, k)
     loss = 0.0
     for i in range(0, m, ROWS):
-        loss += _rows(i, min(ROWS, m - i), y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale,
-                      loss_kind)
+        loss += _rows(i, min(ROWS, m - i), y, b2, a1, dz1, w2t, dw2t, db1, db2, d, inv,
+                      loss_kind, act)
     return loss
 
 
+def _activate_block(act, a1, i, nr, h, L):
+    """Rows ``i .. i+nr-1`` of ``a1`` through the activation, in place."""
+    raise NotImplementedError
+
+
+@overload(_activate_block, inline="always", jit_options=OVERLOAD_OPTIONS)
+def _activate_block_impl(act, a1, i, nr, h, L):
+    if getattr(act, "instance_class", None) is Relu:
+        def relu(act, a1, i, nr, h, L):  # explicit vectors (masked at the row's end)
+            for j in range(0, h, L):  # idempotent: a repeated row is harmless
+                n = min(L, h - j)
+                for r in range(nr):
+                    vstore2_part(a1, i + r, j, vrelu(vload2_part(a1, i + r, j, n)), n)
+        return relu
+
+    def other(act, a1, i, nr, h, L):  # arithmetic LLVM vectorises (activations.py)
+        for r in range(nr):
+            row = a1[i + r]
+            for j in range(h):
+                row[j] = activate(act, row[j])
+    return other
+
+
 @njit(**JIT_OPTIONS, inline="always")
-def _rows(i, nr, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
+def _rows(i, nr, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, inv, loss_kind, act):
     """Rows ``i .. i+nr-1`` (``nr <= 4``) of the row pass, in explicit SIMD vectors
     (``simd.py``), with every ``w2t``/``dw2t`` vector loaded once for the four rows.  Returns
     their loss terms' sum.  ``d (4, k)`` scratch.
@@ -88,10 +113,7 @@ def _rows(i, nr, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
     L = VECTOR_BYTES // a1.itemsize
     last = i + nr - 1
     i0, i1, i2, i3 = i, min(i + 1, last), min(i + 2, last), min(i + 3, last)
-    for j in range(0, h, L):  # ReLU in place (idempotent: a repeated row is harmless)
-        n = min(L, h - j)
-        for r in range(nr):
-            vstore2_part(a1, i + r, j, vrelu(vload2_part(a1, i + r, j, n)), n)
+    _activate_block(act, a1, i, nr, h, L)
     for c in range(k):  # output layer: four dot products sharing each w2t vector
         s0 = s1 = s2 = s3 = vzero(a1)
         for j in range(0, h, L):
@@ -108,7 +130,8 @@ def _rows(i, nr, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
     loss = 0.0
     for r in range(4):
         if r < nr:
-            loss += row_loss_grad(d[r], y[i + r], d[r], scale, loss_kind)
+            loss += row_loss_grad(d[r], y[i + r], d[r], row_scale(y, i + r, k, inv),
+                                  loss_kind)
         else:
             for c in range(k):
                 d[r, c] = 0.0
@@ -132,10 +155,10 @@ def _rows(i, nr, y, b2, a1, dz1, w2t, dw2t, db1, db2, d, scale, loss_kind):
             dw = vload2_part(dw2t, c, j, n)
             dw = vfma(e3, x3, vfma(e2, x2, vfma(e1, x1, vfma(e0, x0, dw))))
             vstore2_part(dw2t, c, j, dw, n)
-        g0 = vkeep_where_positive(g0, x0)  # ReLU mask: a1 > 0 exactly when z1 > 0
-        g1 = vkeep_where_positive(g1, x1)
-        g2 = vkeep_where_positive(g2, x2)
-        g3 = vkeep_where_positive(g3, x3)
+        g0 = vtimes_derivative(act, g0, x0)  # ReLU: a1 > 0 exactly when z1 > 0
+        g1 = vtimes_derivative(act, g1, x1)
+        g2 = vtimes_derivative(act, g2, x2)
+        g3 = vtimes_derivative(act, g3, x3)
         vstore2_part(dz1, i0, j, g0, n)
         if nr > 1:
             vstore2_part(dz1, i1, j, g1, n)
@@ -162,15 +185,15 @@ def apply_small_updates(w2, b1, b2, dw2t, db1, db2, lr):
 
 
 @njit(**JIT_OPTIONS)
-def output_layer(a1, w2t, b2, z2):
-    """``z2 = relu(a1) @ w2 + b2``, ReLU applied in place to ``a1`` (which holds ``z1``)."""
+def output_layer(a1, w2t, b2, z2, act):
+    """``z2 = act(a1) @ w2 + b2``, the activation applied in place to ``a1`` (which holds
+    ``z1``)."""
     m, h = a1.shape
     k = w2t.shape[0]
     for i in range(m):
         a = a1[i]
         for j in range(h):
-            if a[j] < 0.0:
-                a[j] = 0.0
+            a[j] = activate(act, a[j])
         for c in range(k):
             z = b2[c]
             for j in range(h):

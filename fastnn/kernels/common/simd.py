@@ -1,5 +1,5 @@
 """Explicit SIMD vectors for Numba: a 512-bit vector type and the handful of operations a matmul
-micro-kernel needs (load, store, broadcast, fused multiply-add, ReLU).
+micro-kernel needs (load, store, broadcast, add, multiply, fused multiply-add, ReLU).
 
 Why: a register-blocked micro-kernel keeps a small tile of C in registers across the whole k loop.
 Written as scalar accumulators, LLVM's SLP vectoriser did not pack them (it emitted scalar FMAs);
@@ -264,6 +264,26 @@ def vadd(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """``a * b``, lane by lane."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """``a - b``, lane by lane."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
 
     return a(a, b), codegen
 
