@@ -177,7 +177,7 @@ class CollectiveSteps(Backend):
             if not math.isfinite(total):
                 losses[start + t] = total
                 return t + 1
-            losses[start + t] = total + run.opt.step(run.params, self.grads)
+            losses[start + t] = total + run.opt.step(run.params, self.grads, e - s)
             if flat[-1] > 0:
                 run.stop_agreed = True
                 return t + 1
@@ -271,7 +271,7 @@ def _train(w, x, y, opts):
         x_val, y_val = _val_share(w, x, labels, val, params, opts.loss)
         steps = CollectiveSteps(w, variant, x, labels, params, opts.loss, n_val, x_val, y_val)
         run = Run(steps, opt, params, (x, labels, rows), (x_val, y_val), total, cfg,
-                  opts.kernel, opts.info, opts.epoch_callback)
+                  opts.kernel, opts.info, opts.epoch_callback, order_of=opts.epoch_order)
         if resumed is not None:
             run.restore(resumed, opts.resume)
         run.execute(opts.callback, opts.callback_every, checkpoint, opts.checkpoint_every,

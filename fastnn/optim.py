@@ -7,8 +7,11 @@ specification the kernel is tested against.  The objective with weight decay is
 
     L + (alpha / 2) * (sum(w1**2) + sum(w2**2))          (biases are not decayed)
 
-so the gradient of each weight gains ``alpha * w``, as ``weight_decay`` in ``torch.optim`` (and
-unlike scikit-learn, whose ``alpha`` is divided by the batch size).
+so the gradient of each weight gains ``alpha * w``, as ``weight_decay`` in ``torch.optim``.
+``form="scikit-learn"`` runs the same optimisers in the form of scikit-learn's MLP (the
+estimators use it): ``alpha`` divided by each batch's size (or its rows' weights' sum), the
+velocity holding steps rather than gradients (the same numbers until a schedule changes ``lr``),
+and Adam's ``eps`` added outside its bias correction (``kernels/common/updates.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ NAMES = ("sgd", "adam")
 # state arrays per optimiser, one set per parameter
 STATE = {"sgd": ("velocity",), "adam": ("m", "v")}
 DECAYED = (True, False, True, False)  # w1, b1, w2, b2
+FORMS = {"pytorch": updates.TORCH, "scikit-learn": updates.SKLEARN}
+# hyperparameters newer than some checkpoints, and the value those checkpoints ran with
+ADDED = {"form": "pytorch", "l2_weight": 1.0}
 
 
 def _real(value, name, low=None, high=None, low_open=False, high_open=False) -> float:
@@ -48,20 +54,23 @@ class Optimizer:
     """One optimiser and its state.
 
     ``name``: ``"sgd"`` or ``"adam"``.  ``lr`` > 0; ``alpha`` >= 0 (L2 weight decay);
-    SGD: ``momentum`` in [0, 1), ``nesterov`` (needs momentum > 0); Adam: ``beta1``, ``beta2`` in
-    [0, 1), ``eps`` > 0.  ``t`` counts the steps taken; ``state`` maps each state name to a
-    ``Params`` of arrays (created at the first step, or restored from a checkpoint).
+    SGD: ``momentum`` in [0, 1], ``nesterov`` (needs momentum > 0); Adam: ``beta1``, ``beta2`` in
+    [0, 1), ``eps`` > 0.  ``form``: ``"pytorch"`` or ``"scikit-learn"`` (the module docstring);
+    ``l2_weight`` >= 0: the L2 term's weight in the losses a run records (1: the objective's).
+    ``t`` counts the steps taken; ``state`` maps each state name to a ``Params`` of arrays
+    (created at the first step, or restored from a checkpoint).  ``lr`` may be changed between
+    steps (the estimators' schedules do).
     """
 
     def __init__(self, name="sgd", lr=0.01, *, alpha=0.0, momentum=0.0, nesterov=False,
-                 beta1=0.9, beta2=0.999, eps=1e-8):
+                 beta1=0.9, beta2=0.999, eps=1e-8, form="pytorch", l2_weight=1.0):
         if name not in NAMES:
             raise ValueError(f"optimizer: expected one of {', '.join(map(repr, NAMES))}, "
                              f"got {name!r}")
         self.name = name
         self.lr = _real(lr, "lr", 0.0, low_open=True)
         self.alpha = _real(alpha, "alpha", 0.0)
-        self.momentum = _real(momentum, "momentum", 0.0, 1.0, high_open=True)
+        self.momentum = _real(momentum, "momentum", 0.0, 1.0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
         if nesterov and (name != "sgd" or self.momentum == 0.0):
@@ -70,6 +79,10 @@ class Optimizer:
         self.beta1 = _real(beta1, "beta1", 0.0, 1.0, high_open=True)
         self.beta2 = _real(beta2, "beta2", 0.0, 1.0, high_open=True)
         self.eps = _real(eps, "eps", 0.0, low_open=True)
+        if form not in FORMS:
+            raise ValueError(f"form: expected one of {', '.join(map(repr, FORMS))}, got {form!r}")
+        self.form = form
+        self.l2_weight = _real(l2_weight, "l2_weight", 0.0)
         self.t = 0
         # State lives in one flat buffer per kind (all four params' entries back to back), so a
         # compiled training loop takes it as one array; ``state`` shows it as Params of views.
@@ -104,7 +117,8 @@ class Optimizer:
 
     def hyperparameters(self) -> dict:
         return dict(name=self.name, lr=self.lr, alpha=self.alpha, momentum=self.momentum,
-                    nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2, eps=self.eps)
+                    nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                    form=self.form, l2_weight=self.l2_weight)
 
     def _needs_state(self) -> tuple:
         if self.name == "sgd" and self.momentum == 0.0:
@@ -131,32 +145,57 @@ class Optimizer:
         s1 = self._flat[keys[0]] if keys else empty
         s2 = self._flat[keys[1]] if len(keys) > 1 else empty
         hyper = updates.Hyper(*(dt.type(v) for v in (self.lr, self.alpha, self.momentum,
-                                                       self.beta1, self.beta2, self.eps, 0.0)))
+                                                       self.beta1, self.beta2, self.eps, 0.0,
+                                                       self.l2_weight)))
         kind = updates.ADAM if self.name == "adam" else updates.SGD
-        return updates.OptimState(kind, s1, s2, hyper, self.nesterov, self.t)
+        return updates.OptimState(kind, s1, s2, hyper, self.nesterov, self.t, FORMS[self.form])
 
-    def step(self, params: Params, grads: Params) -> float:
+    def decay(self, dtype, batch_weight=None):
+        """The weights' decay of a step, in ``dtype``: ``alpha``, or ``alpha / batch_weight`` in
+        the scikit-learn form (``batch_weight``: the batch's rows, or the sum of its rows'
+        weights, ``kernels.common.losses.batch_weight``), rounded as the compiled loops round
+        it."""
+        dt = np.dtype(dtype)
+        if self.form != "scikit-learn":
+            return dt.type(self.alpha)
+        if batch_weight is None:
+            raise TypeError("step: the scikit-learn form needs batch_weight (the batch's rows, "
+                            "or the sum of its rows' weights)")
+        return dt.type(float(dt.type(self.alpha)) * (1.0 / batch_weight))
+
+    def step(self, params: Params, grads: Params, batch_weight=None) -> float:
         """Update ``params`` in place (C-contiguous arrays) from ``grads``; returns the L2 term
-        ``(alpha / 2) * (sum(w1**2) + sum(w2**2))`` of the params before the update."""
+        ``l2_weight * (decay / 2) * (sum(w1**2) + sum(w2**2))`` of the params before the update
+        (``decay``: the step's, see ``decay``)."""
         state = self.kernel_state(params)
+        decay = self.decay(params.dtype, batch_weight)
         self.t += 1
-        return float(updates.update_all(params, grads, state, self.t))
+        return float(updates.update_all(params, grads, state, self.t, decay))
 
-    def reference_step(self, params: Params, grads: Params) -> float:
+    def reference_step(self, params: Params, grads: Params, batch_weight=None) -> float:
         """``step`` in plain numpy: the specification."""
         self._ensure_state(params)
         self.t += 1
-        penalty = self.penalty(params)  # of the params before the update
+        decay = float(self.decay(np.float64, batch_weight))
+        penalty = self.penalty(params, batch_weight)  # of the params before the update
+        sk = self.form == "scikit-learn"
         for i, (p, g) in enumerate(zip(params, grads)):
             if DECAYED[i]:
-                g = g + self.alpha * p
+                g = g + decay * p
             if self.name == "adam":
                 m, v = self.state["m"][i], self.state["v"][i]
                 m[...] = self.beta1 * m + (1 - self.beta1) * g
                 v[...] = self.beta2 * v + (1 - self.beta2) * g * g
                 c1 = 1 - self.beta1 ** self.t
                 c2 = 1 - self.beta2 ** self.t
-                p -= (self.lr / c1) * m / (np.sqrt(v) / math.sqrt(c2) + self.eps)
+                if sk:
+                    p -= (self.lr * math.sqrt(c2) / c1) * m / (np.sqrt(v) + self.eps)
+                else:
+                    p -= (self.lr / c1) * m / (np.sqrt(v) / math.sqrt(c2) + self.eps)
+            elif self.momentum and sk:
+                v = self.state["velocity"][i]
+                v[...] = self.momentum * v - self.lr * g
+                p += self.momentum * v - self.lr * g if self.nesterov else v
             elif self.momentum:
                 v = self.state["velocity"][i]
                 v[...] = self.momentum * v + g
@@ -165,9 +204,11 @@ class Optimizer:
                 p -= self.lr * g
         return penalty
 
-    def penalty(self, params: Params) -> float:
-        """The L2 term ``(alpha / 2) * (sum(w1**2) + sum(w2**2))`` for ``params``."""
+    def penalty(self, params: Params, batch_weight=None) -> float:
+        """The L2 term ``l2_weight * (decay / 2) * (sum(w1**2) + sum(w2**2))`` for
+        ``params``."""
         if self.alpha == 0.0:
             return 0.0
-        return 0.5 * self.alpha * sum(float(np.sum(np.square(p, dtype=np.float64)))
-                                      for p, d in zip(params, DECAYED) if d)
+        decay = float(self.decay(np.float64, batch_weight))
+        return 0.5 * decay * self.l2_weight * sum(float(np.sum(np.square(p, dtype=np.float64)))
+                                                  for p, d in zip(params, DECAYED) if d)

@@ -180,7 +180,9 @@ def train(params: Params, x, y, *, optimizer, epochs, batch_size=None, seed=0, s
     ``fastnn.train``'s loop.  ``optimizer``: a ``fastnn.optim.Optimizer`` (its
     ``reference_step`` is used).  Each epoch visits the rows in ``epoch_order`` (or in order
     without ``shuffle``, or when one batch holds them all) in blocks of ``batch_size``, the last
-    block holding what remains.  Returns the step losses (batch loss plus the L2 term)."""
+    block holding what remains.  Returns the step losses (batch loss plus the L2 term; in the
+    optimiser's scikit-learn form its decay is per batch weight: the rows, or their weights'
+    sum)."""
     m = x.shape[0]
     batch = m if batch_size is None else min(batch_size, m)
     n_blocks = -(-m // batch)
@@ -189,7 +191,8 @@ def train(params: Params, x, y, *, optimizer, epochs, batch_size=None, seed=0, s
         order = epoch_order(seed, epoch, m) if shuffle and n_blocks > 1 else np.arange(m)
         for b in range(n_blocks):
             rows = order[b * batch:(b + 1) * batch]
-            value, grads = loss_and_grads(params, x[rows], y[rows], loss, activation,
-                                          None if sample_weight is None else sample_weight[rows])
-            out.append(value + optimizer.reference_step(params, grads))
+            weights = None if sample_weight is None else sample_weight[rows]
+            value, grads = loss_and_grads(params, x[rows], y[rows], loss, activation, weights)
+            weight = len(rows) if weights is None else float(np.sum(weights, dtype=np.float64))
+            out.append(value + optimizer.reference_step(params, grads, weight))
     return np.array(out)

@@ -33,6 +33,9 @@ OPTIMIZERS = {
     "momentum": dict(momentum=0.9),
     "nesterov-l2": dict(momentum=0.8, nesterov=True, alpha=1e-2),
     "l2": dict(alpha=3e-2),
+    # scikit-learn's form (the estimators'): alpha per batch, the velocity holding steps
+    "sklearn-nesterov-l2": dict(momentum=0.8, nesterov=True, alpha=1e-2, form="scikit-learn"),
+    "sklearn-momentum-l2": dict(momentum=0.9, alpha=3e-2, form="scikit-learn"),
 }
 
 
@@ -62,8 +65,8 @@ def test_dual_runs_match_the_reference_loop(opt, loss, batch, dtype):
     x, y = _data(loss, dtype)
     params = fastnn.init_params(N, H, K, dtype=dtype, seed=4)
     epochs = 12 if batch is None else 3
-    res = fastnn.train(x, y, params=params, epochs=epochs, batch_size=batch, lr=0.02,
-                       loss=loss, seed=9, kernel="dual", **OPTIMIZERS[opt])
+    res = fastnn.train(x, y, params=params, epochs=epochs, batch_size=batch, loss=loss, seed=9,
+                       kernel="dual", optimizer=Optimizer("sgd", 0.02, **OPTIMIZERS[opt]))
     assert res.ran == "dual"
     ref = params_as(params, np.float64)
     yy = np.eye(K)[y] if loss == "softmax" else y.astype(np.float64)

@@ -10,8 +10,17 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 SMALL = dict(hidden=8, epochs=20, batch_size=16, learning_rate=1e-2, random_state=0)
 
 
+# scikit-learn runs this check on its own MLPs with these settings (full batches: with shuffled
+# minibatches a weight of 2 and a repeated row are different runs, in both libraries)
+EQUIVALENCE = {"MLPClassifier": dict(solver="lbfgs"),
+               "MLPRegressor": dict(solver="sgd", tol=1e-2, random_state=42)}
+
+
 @parametrize_with_checks([fastnn.MLPRegressor(**SMALL), fastnn.MLPClassifier(**SMALL)])
 def test_sklearn_estimator_checks(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name == "check_sample_weight_equivalence_on_dense_data":
+        estimator = type(estimator)(max_iter=100, **EQUIVALENCE[type(estimator).__name__])
     check(estimator)
 
 
@@ -31,7 +40,8 @@ def test_digits_accuracy(dtype):
     assert clf.n_iter_ == 100 and len(clf.loss_curve_) == 100
     assert clf.loss_curve_[-1] < clf.loss_curve_[0] / 10
     proba = clf.predict_proba(xte)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    # ten probabilities summed: a few units of the dtype's roundoff
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=10 * np.finfo(dtype).eps)
     np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], clf.predict(xte))
 
 
@@ -42,7 +52,7 @@ def test_string_labels_and_classes_order():
                                random_state=0).fit(x, y)
     assert clf.classes_.tolist() == ["a", "b", "c"]
     assert (clf.predict(x) == y).all()
-    with pytest.raises(ValueError, match="labels not seen"):
+    with pytest.raises(ValueError, match="has classes not in"):
         clf.partial_fit(x, np.array(["a", "d"] * 20))
 
 
@@ -50,12 +60,12 @@ def test_regressor_learns_and_scores():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (400, 3))
     y = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2]
-    reg = fastnn.MLPRegressor(64, epochs=200, batch_size=32, learning_rate=3e-3,
+    reg = fastnn.MLPRegressor(hidden_layer_sizes=64, epochs=200, batch_size=32, learning_rate=3e-3,
                               random_state=0).fit(x, y)
     assert reg.predict(x).shape == (400,)
     assert reg.score(x, y) > 0.95
     y2 = np.stack([y, -y], axis=1)
-    assert fastnn.MLPRegressor(8, epochs=2, random_state=0).fit(x, y2).predict(x).shape == (400, 2)
+    assert fastnn.MLPRegressor(hidden=8, epochs=2, random_state=0).fit(x, y2).predict(x).shape == (400, 2)
 
 
 def test_pipeline_cross_val_and_grid_search():
@@ -81,14 +91,16 @@ def test_partial_fit_continues_the_optimiser():
     t = clf.optimizer_.t
     for _ in range(30):
         clf.partial_fit(xtr, ytr)
-    assert clf.optimizer_.t > t and clf.n_iter_ == 31
+    # scikit-learn's counters: n_iter_ counts the call's epochs, t_ every sample seen
+    assert clf.optimizer_.t > t and clf.n_iter_ == 1 and clf.t_ == 300 + 30 * len(ytr)
     assert clf.score(xte, yte) > 0.9
 
 
 @pytest.mark.parametrize("cls", ["MLPClassifier", "MLPRegressor"])
 def test_save_load_round_trip_continues_bitwise(cls, tmp_path):
     xtr, xte, ytr, _ = _digits()
-    est = getattr(fastnn, cls)(32, epochs=3, random_state=0, optimizer="adam").fit(xtr, ytr)
+    est = getattr(fastnn, cls)(hidden=32, epochs=3, random_state=0, optimizer="adam")
+    est.fit(xtr, ytr)
     path = tmp_path / "model.npz"
     est.save(path)
     back = getattr(fastnn, cls).load(path)
@@ -126,7 +138,7 @@ def test_estimators_work_without_scikit_learn():
         assert clf.get_params()["hidden_layer_sizes"] == 16
         clf.set_params(hidden=24)
         assert clf.fit(x, labels) is clf and clf.score(x, labels) > 0.9
-        reg = fastnn.MLPRegressor(16, epochs=100, batch_size=32, learning_rate=1e-2,
+        reg = fastnn.MLPRegressor(hidden=16, epochs=100, batch_size=32, learning_rate=1e-2,
                                   random_state=0).fit(x, x[:, 0] * 2)
         assert reg.score(x, x[:, 0] * 2) > 0.5
         try:

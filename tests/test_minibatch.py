@@ -18,8 +18,20 @@ OPTIMIZERS = [
     dict(optimizer="sgd"),
     dict(optimizer="sgd", momentum=0.9, nesterov=True, alpha=1e-3),
     dict(optimizer="adam", alpha=1e-4),
+    # scikit-learn's form (the estimators'): alpha per batch (5 of 10 rows and one of 3)
+    dict(optimizer="sgd", momentum=0.9, nesterov=True, alpha=1e-2, form="scikit-learn"),
+    dict(optimizer="adam", alpha=1e-2, form="scikit-learn", l2_weight=2.0),
 ]
-OPT_IDS = ["sgd", "nesterov-l2", "adam-l2"]
+OPT_IDS = ["sgd", "nesterov-l2", "adam-l2", "sklearn-nesterov-l2", "sklearn-adam-l2"]
+
+
+def _train_kw(opt, lr):
+    """``fastnn.train``'s optimiser arguments for ``opt`` (the scikit-learn form is an
+    ``Optimizer`` object: ``train`` takes the form no other way)."""
+    if "form" not in opt:
+        return dict(opt, lr=lr)
+    kw = dict(opt)
+    return dict(optimizer=Optimizer(kw.pop("optimizer"), lr, **kw))
 
 
 def _data(m=53, n=7, k=3, loss="squared", dtype=np.float64, seed=0):
@@ -48,8 +60,8 @@ def test_minibatch_epochs_match_the_reference_loop(kernel, opt, loss, dtype):
     x, y = _data(loss=loss, dtype=dtype)
     params = fastnn.init_params(7, 11, 3, dtype=dtype, seed=4)
     lr = 0.01 if opt["optimizer"] == "adam" else 0.05
-    res = fastnn.train(x, y, params=params, epochs=3, batch_size=10, lr=lr, loss=loss, seed=9,
-                       kernel=kernel, **opt)
+    res = fastnn.train(x, y, params=params, epochs=3, batch_size=10, loss=loss, seed=9,
+                       kernel=kernel, **_train_kw(opt, lr))
     ref, ref_losses = _reference_run(x, y, params, loss, opt, lr, 3, 10, 9)
     assert res.n_steps == 18 and res.steps_per_epoch == 6 and res.n_epochs == 3
     # 18 steps, each within the one-step rounding bound, along a run that converges
@@ -77,9 +89,9 @@ def test_whole_loop_and_python_loop_agree(kernel, opt, loss, dtype):
     """The compiled loops (plain SGD fused into the step; other optimisers' update inside the
     loop) give the very numbers of one call per step from Python."""
     x, y = _data(loss=loss, dtype=dtype)
-    kw = dict(hidden=9, epochs=3, batch_size=8, lr=0.01, seed=3, loss=loss, kernel=kernel, **opt)
-    a = fastnn.train(x, y, whole_loop=True, **kw)
-    b = fastnn.train(x, y, whole_loop=False, **kw)
+    kw = dict(hidden=9, epochs=3, batch_size=8, seed=3, loss=loss, kernel=kernel)
+    a = fastnn.train(x, y, whole_loop=True, **kw, **_train_kw(opt, 0.01))
+    b = fastnn.train(x, y, whole_loop=False, **kw, **_train_kw(opt, 0.01))
     assert a.optimizer.t == b.optimizer.t
     np.testing.assert_array_equal(a.losses, b.losses)
     for p, q in zip(a.params, b.params):
@@ -133,8 +145,8 @@ def test_divergence_stops_and_keeps_finite_params(kernel, opt):
     # so for it the inputs alone overflow the loss (at the first step)
     x *= 1e3 if opt["optimizer"] == "sgd" else 1e170
     with pytest.warns(fastnn.DivergenceWarning, match=r"diverged at step \d+.*smaller learning"):
-        res = fastnn.train(x, y, hidden=16, epochs=50, batch_size=8, lr=10.0, seed=0,
-                           kernel=kernel, **opt)
+        res = fastnn.train(x, y, hidden=16, epochs=50, batch_size=8, seed=0, kernel=kernel,
+                           **_train_kw(opt, 10.0))
     assert res.diverged
     t = res.diverged_at
     assert len(res.losses) == t + 1 and not np.isfinite(res.losses[t])
@@ -153,14 +165,14 @@ def test_divergence_can_raise_with_the_result():
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=OPT_IDS)
 def test_resume_is_bitwise_equal_to_an_uninterrupted_run(kernel, opt, tmp_path):
     x, y = _data(m=45, loss="softmax")
-    kw = dict(hidden=10, epochs=4, batch_size=8, lr=0.02, seed=5, loss="softmax",
-              kernel=kernel, validation_fraction=0.2, early_stopping=True, patience=50, **opt)
-    full = fastnn.train(x, y, **kw)
+    kw = dict(hidden=10, epochs=4, batch_size=8, seed=5, loss="softmax",
+              kernel=kernel, validation_fraction=0.2, early_stopping=True, patience=50)
+    full = fastnn.train(x, y, **kw, **_train_kw(opt, 0.02))
     path = tmp_path / "ck.npz"
     # stop part-way (mid-epoch), then resume from the checkpoint
     part = dict(kw, epochs=None, iters=7)
-    fastnn.train(x, y, checkpoint=path, checkpoint_every=3, **part)
-    resumed = fastnn.train(x, y, resume=path, **dict(kw, seed=None))
+    fastnn.train(x, y, checkpoint=path, checkpoint_every=3, **part, **_train_kw(opt, 0.02))
+    resumed = fastnn.train(x, y, resume=path, **dict(kw, seed=None), **_train_kw(opt, 0.02))
     np.testing.assert_array_equal(resumed.losses, full.losses)
     np.testing.assert_array_equal(resumed.val_losses, full.val_losses)
     for a, b in zip(resumed.params, full.params):
@@ -201,7 +213,7 @@ def test_full_batch_iters_match_the_reference_loop(kernel, opt):
     x, y = _data()
     params = fastnn.init_params(7, 11, 3, seed=4)
     lr = 0.01
-    res = fastnn.train(x, y, params=params, iters=6, lr=lr, seed=9, kernel=kernel, **opt)
+    res = fastnn.train(x, y, params=params, iters=6, seed=9, kernel=kernel, **_train_kw(opt, lr))
     ref, ref_losses = _reference_run(x, y, params, "squared", opt, lr, 6, None, 9)
     # the derived bound for 6 steps (9.9e-14) where this compared to 1e-12
     assert_runs_close(res, (ref_losses, ref), run_tolerance(np.float64, 6, 53, 7, 11, 3))

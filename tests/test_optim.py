@@ -17,6 +17,11 @@ CONFIGS = [
     dict(name="sgd", momentum=0.9, nesterov=True, alpha=0.01),
     dict(name="adam"),
     dict(name="adam", alpha=0.05, beta1=0.5, beta2=0.9, eps=1e-3),
+    # scikit-learn's form (the estimators'): alpha per batch weight, velocity of steps, eps
+    dict(name="sgd", momentum=0.9, alpha=0.1, form="scikit-learn"),
+    dict(name="sgd", momentum=0.9, nesterov=True, alpha=0.1, form="scikit-learn",
+         l2_weight=3.0),
+    dict(name="adam", alpha=0.05, eps=1e-3, form="scikit-learn"),
 ]
 IDS = ["-".join(f"{k}={v}" for k, v in c.items()) for c in CONFIGS]
 
@@ -37,8 +42,8 @@ def test_kernel_matches_reference(config, shape, dtype):
     opt_r = Optimizer(lr=0.05, **config)
     u = UNIT_ROUNDOFF[np.dtype(dtype)]
     for grads in _grads_sequence(params, 5):
-        pk = opt_k.step(params, grads)
-        pr = opt_r.reference_step(ref, grads)
+        pk = opt_k.step(params, grads, 7.0)  # (7 rows: the scikit-learn form's alpha / 7)
+        pr = opt_r.reference_step(ref, grads, 7.0)
         assert pk == pytest.approx(pr, rel=1e-6 if dtype == np.float32 else 1e-12)
     for name, a, b in zip(fastnn.Params._fields, params, ref):
         assert a.dtype == dtype
@@ -74,11 +79,45 @@ def test_matches_torch_optim(config):
         np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("config", [
+    dict(name="sgd", momentum=0.9, nesterov=True), dict(name="sgd", momentum=0.5),
+    dict(name="sgd"), dict(name="adam", beta1=0.8, beta2=0.95, eps=1e-4)],
+    ids=["nesterov", "momentum", "plain", "adam"])
+def test_scikit_learn_form_matches_scikit_learn(config):
+    """The scikit-learn form against scikit-learn's own MLP optimisers (an outside oracle): its
+    gradient carries the L2 term as ``alpha * W / B``, its lr changes between steps (a schedule),
+    and the batch size changes (a partial last batch)."""
+    pytest.importorskip("sklearn")
+    from sklearn.neural_network import _stochastic_optimizers as sk
+
+    params = fastnn.init_params(6, 5, 3, seed=2)
+    theirs = [p.copy() for p in params]
+    name, alpha = config.pop("name"), 0.3
+    if name == "sgd":
+        nesterov = config.get("nesterov", False)
+        other = sk.SGDOptimizer(theirs, 0.05, "constant", config.get("momentum", 0.0), nesterov)
+    else:
+        other = sk.AdamOptimizer(theirs, 0.05, config["beta1"], config["beta2"], config["eps"])
+    opt = Optimizer(name, 0.05, alpha=alpha, form="scikit-learn", **config)
+    for t, grads in enumerate(_grads_sequence(params, 9, seed=5)):
+        batch = 7.0 if t % 3 else 2.5  # rows or a weight sum
+        if t == 4 and name == "sgd":  # a schedule's step: scikit-learn changes learning_rate
+            opt.lr = other.learning_rate = 0.01
+        decayed = [g + (alpha * w / batch if i in (0, 2) else 0.0)
+                   for i, (g, w) in enumerate(zip(grads, theirs))]
+        other.update_params(theirs, decayed)
+        opt.step(params, grads, batch)
+    for p, q in zip(params, theirs):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("kw, err, match", [
     (dict(name="rmsprop"), ValueError, "optimizer: expected one of"),
     (dict(lr=0.0), ValueError, "lr"),
     (dict(lr=float("nan")), ValueError, "lr"),
-    (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(momentum=1.5), ValueError, "momentum"),
+    (dict(form="keras"), ValueError, "form"),
+    (dict(l2_weight=-1.0), ValueError, "l2_weight"),
     (dict(momentum=-0.1), ValueError, "momentum"),
     (dict(nesterov=True), ValueError, "nesterov"),
     (dict(nesterov="yes", momentum=0.5), TypeError, "nesterov"),

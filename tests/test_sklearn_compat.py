@@ -99,15 +99,11 @@ def test_a_scikit_learn_script_runs_with_only_the_import_changed():
     assert ours.kernel_ in fastnn.kernels.names()
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(hidden_layer_sizes=(10, 10)), "one hidden layer"),
-    (dict(solver="lbfgs"), "'adam' or 'sgd'"),
-    (dict(activation="tanh"), "ReLU"),
-    (dict(solver="sgd", learning_rate="adaptive"), "constant step size"),
-])
-def test_what_fastnn_cannot_do_is_an_error_that_says_so(kw, words):
-    with pytest.raises(ValueError, match=words):
-        fastnn.MLPClassifier(**kw).fit(np.eye(4), [0, 1, 0, 1])
+@pytest.mark.parametrize("sizes", [(10, 10), [], (5, 5, 5)])
+def test_what_fastnn_cannot_do_is_an_error_that_says_so(sizes):
+    """More than one hidden layer (or none): fastnn trains the two-layer network."""
+    with pytest.raises(ValueError, match="one hidden layer"):
+        fastnn.MLPClassifier(hidden_layer_sizes=sizes).fit(np.eye(4), [0, 1, 0, 1])
 
 
 def test_the_regressor_reports_scikit_learns_loss_scale():
@@ -115,7 +111,7 @@ def test_the_regressor_reports_scikit_learns_loss_scale():
     outputs k: checked on a step that barely moves the parameters."""
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((50, 4)), rng.standard_normal((50, 10))
-    reg = fastnn.MLPRegressor(8, solver="sgd", learning_rate_init=1e-12, momentum=0.0,
+    reg = fastnn.MLPRegressor(hidden_layer_sizes=8, solver="sgd", learning_rate_init=1e-12, momentum=0.0,
                               batch_size=50, max_iter=1, alpha=0.3, random_state=0)
     import warnings
 

@@ -39,7 +39,7 @@ from numba import njit
 from .common.activations import RELU
 from .common.gemm import NO_TRANS, gemm
 from .common.rowpass import ROWS, row_pass, transpose
-from .common.updates import update
+from .common.updates import SKLEARN, batch_decay, update
 from .jit import JIT_OPTIONS
 from .variant import TrainingForm, scratch
 
@@ -145,9 +145,10 @@ def _w1_square(st, w):
 
 
 @njit(**JIT_OPTIONS)
-def _update_a(st, dz1, order, s0, e0, lr, alpha, mu, nesterov):
+def _update_a(st, dz1, order, s0, e0, lr, alpha, mu, nesterov, sk):
     """The first layer's step in ``A``-space (module docstring): ``g_A`` is ``alpha * A`` plus
-    ``dz1`` on the batch's rows; ``A`` and ``s`` move together."""
+    ``dz1`` on the batch's rows; ``A`` and ``s`` move together.  ``sk``: scikit-learn's form of
+    momentum (``updates``: the velocity holds steps, ``V = mu * V - lr * g_A``)."""
     M, h = st.A.shape
     A, V, coef = st.A, st.V, st.coef
     s = coef[0]
@@ -164,6 +165,30 @@ def _update_a(st, dz1, order, s0, e0, lr, alpha, mu, nesterov):
                 A[i, j] -= lr * dz1[r, j]
         return
     g0 = alpha * s
+    if sk:
+        v0 = mu * coef[1] - lr * g0
+        coef[1] = v0
+        coef[0] = s + (mu * v0 - lr * g0) if nesterov else s + v0
+        for i in range(M):  # the alpha * A part of g_A, on every row
+            for j in range(h):
+                V[i, j] = mu * V[i, j] - lr * (alpha * A[i, j])
+        for r in range(e0 - s0):  # the batch's part
+            i = order[s0 + r] if order.shape[0] else s0 + r
+            for j in range(h):
+                V[i, j] -= lr * dz1[r, j]
+        if nesterov:  # A += mu * V - lr * g_A, in the same two parts
+            for i in range(M):
+                for j in range(h):
+                    A[i, j] += mu * V[i, j] - lr * (alpha * A[i, j])
+            for r in range(e0 - s0):
+                i = order[s0 + r] if order.shape[0] else s0 + r
+                for j in range(h):
+                    A[i, j] -= lr * dz1[r, j]
+        else:
+            for i in range(M):
+                for j in range(h):
+                    A[i, j] += V[i, j]
+        return
     v0 = mu * coef[1] + g0
     coef[1] = v0
     coef[0] = s - lr * (g0 + mu * v0) if nesterov else s - lr * v0
@@ -197,7 +222,8 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
     ``g``: scratch for the gradients of ``b1``, ``w2``, ``b2`` (its ``w1`` unused)."""
     M = st.G.shape[0]
     hp = o.hyper
-    lr, alpha, mu = hp.lr, hp.alpha, hp.momentum
+    lr, mu = hp.lr, hp.momentum
+    sk = o.form == SKLEARN
     n_blocks = (M + size - 1) // size
     h, k = p.w2.shape
     for t in range(losses.shape[0]):
@@ -213,11 +239,12 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
         if not np.isfinite(loss):
             losses[t] = loss
             return t + 1
+        alpha = batch_decay(o, w.yb[:B], k)
         penalty = 0.0
         if alpha != 0.0:
             penalty = 0.5 * np.float64(alpha) * _w1_square(st, w)
         transpose(w.dw2t, g.w2)
-        _update_a(st, dz1, order, s0, e0, lr, alpha, mu, o.nesterov)
+        _update_a(st, dz1, order, s0, e0, lr, alpha, mu, o.nesterov, sk)
         # b1, w2, b2 as updates.update_all does, on their parts of the optimiser's state
         offset = p.w1.size
         for which in range(3):
@@ -229,12 +256,12 @@ def train_loop(st, p, g, w, o, loss_kind, order, size, start, losses):
                 q, dq, decay = p.b2, g.b2, hp.zero
             end = offset + q.shape[0]
             s1 = o.s1[offset:end] if o.s1.shape[0] else o.s1
-            part = update(o.kind, q, dq, s1, o.s2, lr, decay, mu, o.nesterov, hp.beta1,
-                          hp.beta2, hp.eps, o.t + t + 1)
+            part = update(o.kind, o.form, q, dq, s1, o.s2, lr, decay, mu, o.nesterov,
+                          hp.beta1, hp.beta2, hp.eps, o.t + t + 1)
             if which == 1:
                 penalty += 0.5 * np.float64(alpha) * part
             offset = end
-        losses[t] = loss + penalty
+        losses[t] = loss + np.float64(hp.l2_weight) * penalty
     return losses.shape[0]
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from ..params import Params
 from .common import gemm
 from .common.activations import RELU
-from .common.losses import SQUARED
+from .common.losses import SQUARED, batch_weight
 from .common.minibatch import Batches, batch_rows, blocks
 
 
@@ -434,5 +434,6 @@ def optim_step_loop(variant: Variant, params, x, y, optimizer, grads, losses_out
         if not np.isfinite(value):
             losses_out[t] = value
             return t + 1
-        losses_out[t] = value + optimizer.step(params, grads)
+        weight = batch_weight(yb, params.w2.shape[1])
+        losses_out[t] = value + optimizer.step(params, grads, weight)
     return losses_out.shape[0]

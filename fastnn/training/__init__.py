@@ -89,6 +89,10 @@ def train(x, y, **options) -> TrainResult:
     ``callback_every``; ``epoch_callback(epoch, losses, params)`` after each epoch with its step
     losses and the current params (to read, not to keep: they change), and training stops
     there when it returns True (the estimators' scikit-learn stopping rules use it).
+    ``epoch_order(epoch)``: the epoch's order of the training rows, a permutation of
+    ``range(m)``, in place of the shuffle from ``seed`` (with ``shuffle``; called once per epoch,
+    in order, also for a single batch: the estimators draw scikit-learn's stream with it; a
+    resumed run calls it again for the epoch it resumes in).
     ``threads``: Numba and BLAS threads for this run (together; the previous count is restored
     afterwards; None: ``auto`` runs choose theirs, ``fastnn/auto/thread_watch.py``).  ``kernel``: a
     variant's name or ``"auto"`` (chosen once for the run, ``result.ran``).  ``whole_loop``: run
@@ -148,7 +152,8 @@ def run(x, y, opts: Options) -> TrainResult:
 
         pending = (lambda: backend_for(p.then)) if p.then is not None else None
         loop = Run(backend_for(p.route), opt, params, (x, y, rows), (x_val, y_val), total, cfg,
-                   opts.kernel, opts.info, opts.epoch_callback, pending, p.waits_for, watch)
+                   opts.kernel, opts.info, opts.epoch_callback, pending, p.waits_for, watch,
+                   opts.epoch_order)
         if resumed is not None:
             loop.restore(resumed, opts.resume)
         loop.execute(opts.callback, opts.callback_every, checkpoint, every, opts.progress)

@@ -131,8 +131,8 @@ class DualSteps(Backend):
 
     def steps(self, run, start, stop) -> int:
         epoch = start // run.per_epoch
-        order = (reference.epoch_order(run.cfg.seed, epoch, run.m) if run.shuffled
-                 else np.empty(0, np.int64))
+        order = run.epoch_order(epoch)  # (the dual form's rows are in place: no rows map)
+        order = np.empty(0, np.int64) if order is None else order
         p = run.params
         h, k = p.w2.shape
         dt = p.dtype

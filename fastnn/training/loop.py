@@ -43,11 +43,13 @@ class Run:
     """One training run: its parameters, data, optimiser and backend, its ``state``, and the
     loop over blocks (``execute``).  ``pending``: a function giving the backend to continue
     on once ``waits_for`` is built (the run started on numpy meanwhile); ``watch``: the thread
-    watch (``kernel="auto"`` without ``threads=``), else the thread count set stays."""
+    watch (``kernel="auto"`` without ``threads=``), else the thread count set stays;
+    ``order_of``: ``epoch -> the epoch's order of the training rows`` (``train``'s
+    ``epoch_order``), else the seeded shuffle of ``reference.epoch_order``."""
 
     def __init__(self, backend: Backend, opt, params, data, validation, total, cfg: RunConfig,
                  kernel, info=None, epoch_callback=None, pending=None, waits_for=None,
-                 watch=None):
+                 watch=None, order_of=None):
         self.backend, self.opt, self.kernel = backend, opt, kernel
         self.info, self.epoch_callback = info, epoch_callback
         self.pending, self.waits_for = pending, waits_for
@@ -59,7 +61,10 @@ class Run:
         self.act = activations.of(cfg.activation)
         self.m = self.x.shape[0] if self.rows is None else self.rows.shape[0]
         self.per_epoch = -(-self.m // cfg.batch)
-        self.shuffled = cfg.shuffle and self.per_epoch > 1
+        self.order_of = order_of
+        # (one batch of all rows needs no order, unless the caller gives one: its rows' order
+        # sets the order of the sums, and its function may draw from a stream each epoch)
+        self.shuffled = cfg.shuffle and (self.per_epoch > 1 or order_of is not None)
         self.grads = None if opt.is_plain_sgd else Params(*(np.empty_like(p) for p in params))
         self.state = RunState(total)
         self.threads = get_num_threads()
@@ -119,7 +124,10 @@ class Run:
         if not self.shuffled:
             return self.rows
         if self.order_epoch != epoch:
-            self.order = reference.epoch_order(self.cfg.seed, epoch, self.m)
+            if self.order_of is None:
+                self.order = reference.epoch_order(self.cfg.seed, epoch, self.m)
+            else:
+                self.order = _checked_order(self.order_of(epoch), self.m, epoch)
             if self.rows is not None:
                 self.order = self.rows[self.order]
             self.order_epoch = epoch
@@ -137,13 +145,22 @@ class Run:
         monitored = st.epoch_losses[-1]
         if self.x_val is not None:
             st.val_losses.append(float(self.backend.val_loss(self) +
-                                       self.opt.penalty(self.params)))
+                                       self.opt.penalty(self.params, self._val_weight())))
             monitored = st.val_losses[-1]
         st.end_epoch(epoch, monitored, self.cfg, self.params)
         if self.epoch_callback is not None and self.epoch_callback(
                 epoch, st.losses[first:first + self.per_epoch], self.params):
             st.stopped_early = True
         self._snapshot_after(min(self.per_epoch, SNAPSHOT_STEPS))
+
+    def _val_weight(self) -> float:
+        """The validation rows' weight (their count, or their weights' sum): the scikit-learn
+        form's L2 term is per weight (``cfg.validation``: all ranks' rows in a distributed
+        run, whose ``y_val`` is this rank's share)."""
+        k = self.params.w2.shape[1]
+        if self.y_val.shape[1] > k:
+            return loss_codes.batch_weight(self.y_val, k)
+        return float(self.cfg.validation or self.y_val.shape[0])
 
     def _snapshot_after(self, steps) -> None:
         """Copy the params (the fallback if a diverging step leaves them non-finite) when at
@@ -290,6 +307,20 @@ class Run:
                            self.cfg.seed, st.diverged_at, st.stopped_early,
                            st.best_epoch, self.opt, self.ran, st.resumed_from,
                            st.interrupted, schedule=list(st.schedule))
+
+
+def _checked_order(order, m, epoch) -> np.ndarray:
+    """An ``epoch_order`` function's answer, checked before any kernel reads it: a permutation
+    of ``range(m)`` (the kernels gather rows by it without bounds checks)."""
+    arr = np.asarray(order)
+    if arr.shape != (m,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"epoch_order: epoch {epoch}: expected a permutation of the {m} training "
+                         f"rows (integers, shape ({m},)), got {arr.dtype} of shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if m and (arr.min() < 0 or arr.max() >= m or np.bincount(arr, minlength=m).max() != 1):
+        raise ValueError(f"epoch_order: epoch {epoch}: expected a permutation of range({m}): "
+                         f"each row once")
+    return arr
 
 
 def next_stop(step, total, per_epoch, *, bulk, burst, callback_every=None,

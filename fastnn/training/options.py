@@ -63,6 +63,7 @@ class Options:
     threads: Optional[int] = None
     info: Optional[dict] = None
     epoch_callback: Optional[Callable] = None
+    epoch_order: Optional[Callable] = None
 
     @classmethod
     def of(cls, **kwargs) -> "Options":
@@ -105,6 +106,9 @@ class Options:
             raise ValueError(f"init: expected 'he' or 'normal', got {self.init!r}")
         if self.threads is not None:
             check_threads(self.threads)
+        if self.epoch_order is not None and not callable(self.epoch_order):
+            raise TypeError(f"epoch_order: expected a function of the epoch number, got "
+                            f"{self.epoch_order!r}")
         if not isinstance(self.optimizer, Optimizer) and self.lr is None:
             raise TypeError("train: pass lr (the learning rate)")
         # (the optimiser's own settings are checked when the run makes it: new_optimizer)

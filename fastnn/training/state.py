@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from .. import checkpoint as ckpt_io
+from ..optim import ADDED
 from ..params import Params
 
 
@@ -116,7 +117,7 @@ class RunState:
                 raise ValueError(f"resume: checkpoint {path!r} was written with {key}="
                                  f"{meta.get(key)!r}, this run has {key}={value!r}")
         for key, value in opt.hyperparameters().items():
-            if ck.optimizer.get(key) != value:
+            if ck.optimizer.get(key, ADDED.get(key)) != value:
                 raise ValueError(f"resume: checkpoint {path!r} was written with optimizer "
                                  f"{key}={ck.optimizer.get(key)!r}, this run has {value!r}")
         if ck.step > self.total:

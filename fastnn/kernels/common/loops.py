@@ -54,6 +54,6 @@ def optim_loop(step, x, y, p, g, w, o, loss_kind, b, losses):
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, b, t)
         loss = step(xv, yv, p, g, w, zero, np.bool_(False), loss_kind)
-        if not record_and_update(losses, t, loss, p, g, o):
+        if not record_and_update(losses, t, loss, p, g, o, yv):
             return t + 1
     return losses.shape[0]

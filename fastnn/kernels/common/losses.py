@@ -58,6 +58,14 @@ def batch_scale(y, k):
     return 1.0 / total
 
 
+def batch_weight(y, k) -> float:
+    """``batch_scale``'s denominator from Python, to the bit: the rows of ``y``, or the sum of
+    its weights column taken in the same order (``cumsum`` is sequential; ``sum`` is not)."""
+    if y.shape[1] == k:
+        return float(y.shape[0])
+    return float(np.cumsum(y[:, k], dtype=np.float64)[-1])
+
+
 @njit(**JIT_OPTIONS, inline="always")
 def row_scale(y, i, k, inv):
     """Row ``i``'s scale: ``inv`` (``batch_scale``) unweighted, ``w_i * inv`` weighted."""

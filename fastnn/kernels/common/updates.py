@@ -11,7 +11,14 @@ numpy reference of the same math)::
            p = p - (lr / c1) * m / (sqrt(v) / sqrt(c2) + eps),   c1 = 1 - b1**t, c2 = 1 - b2**t
 
 These are PyTorch's ``torch.optim.SGD`` / ``Adam`` formulas (with ``weight_decay = alpha``), so
-its optimisers serve as an outside oracle.  As numpy this is 4-8 passes over memory with
+its optimisers serve as an outside oracle.  ``SKLEARN`` is the same update in scikit-learn's form
+(its MLP's ``_stochastic_optimizers``), which the estimators run; it differs in three places::
+
+    g  = g + (alpha / B) * p           B: the batch's rows, or the sum of its rows' weights
+    sgd:   v = mu * v - lr * g         the velocity holds steps, not gradients: the same numbers
+           p = p + mu * v - lr * g     at a constant lr, not when a schedule changes lr
+           (p + v without nesterov)
+    adam:  p = p - (lr * sqrt(c2) / c1) * m / (sqrt(v) + eps)      eps outside the correction  As numpy this is 4-8 passes over memory with
 temporaries; here it is one, and it also returns ``sum(p**2)`` (before the update) for the L2
 term of the loss, so that costs no extra pass either.
 
@@ -26,16 +33,22 @@ import numpy as np
 from numba import njit
 
 from ..jit import JIT_OPTIONS
+from .losses import batch_scale
 
 SGD = 0
 ADAM = 1
+# the forms of the update (the docstring)
+TORCH = 0
+SKLEARN = 1
 
 
 class Hyper(NamedTuple):
     """An optimiser's settings as the compiled code takes them: scalars of the params' dtype
     (so every caller, Python or compiled, passes the same types and gets the same bits).
     ``zero`` is 0 in that dtype: the step size of a step that only computes gradients, and the
-    decay of the biases (they are not decayed)."""
+    decay of the biases (they are not decayed).  ``l2_weight``: the L2 term's weight in the loss
+    a loop records (1: the objective's own; the estimators report scikit-learn's multi-output
+    squared loss, whose data term has another scale than its gradient's)."""
 
     lr: float
     alpha: float
@@ -44,6 +57,7 @@ class Hyper(NamedTuple):
     beta2: float
     eps: float
     zero: float
+    l2_weight: float
 
 
 class OptimState(NamedTuple):
@@ -51,7 +65,8 @@ class OptimState(NamedTuple):
 
     ``kind``: ``SGD`` or ``ADAM``.  ``s1``, ``s2``: flat state buffers (momentum, or Adam's two
     moments) holding the four params' entries back to back, empty when unused.  ``hyper``: its
-    ``Hyper``.  ``nesterov``.  ``t``: the steps taken before.
+    ``Hyper``.  ``nesterov``.  ``t``: the steps taken before.  ``form``: ``TORCH`` or ``SKLEARN``
+    (the module docstring).
     """
 
     kind: int
@@ -60,20 +75,24 @@ class OptimState(NamedTuple):
     hyper: Hyper
     nesterov: bool
     t: int
+    form: int
 
 
 @njit(**JIT_OPTIONS)
-def update(kind, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, t):
+def update(kind, form, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, t):
     """Update ``p`` in place from its gradient ``g`` (both ``(size,)``); returns ``sum(p**2)``
-    of the params before the update (float64).  ``kind``: ``SGD`` or ``ADAM``; state ``s1``
-    (momentum buffer, or Adam's first moment) and ``s2`` (Adam's second moment), each
-    ``(size,)`` when used, any array otherwise.  ``t`` is the 1-based step count (Adam's bias
+    of the params before the update (float64).  ``kind``: ``SGD`` or ``ADAM``; ``form``:
+    ``TORCH`` or ``SKLEARN``; state ``s1`` (momentum buffer, or Adam's first moment) and ``s2``
+    (Adam's second moment), each ``(size,)`` when used, any array otherwise.  ``alpha``: this
+    batch's decay (``batch_decay``).  ``t`` is the 1-based step count (Adam's bias
     correction)."""
     sq = 0.0
+    sk = form == SKLEARN
     if kind == ADAM:
         c1 = 1.0 - beta1 ** t
-        step = lr / c1
         root_c2 = np.sqrt(1.0 - beta2 ** t)
+        step = lr * root_c2 / c1 if sk else lr / c1
+        scale = 1.0 if sk else root_c2  # sqrt(v) / scale + eps
     for i in range(p.shape[0]):
         w = p[i]
         sq += np.float64(w) * np.float64(w)
@@ -83,7 +102,14 @@ def update(kind, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, t):
             v = beta2 * s2[i] + (1.0 - beta2) * gi * gi
             s1[i] = m
             s2[i] = v
-            p[i] = w - step * m / (np.sqrt(v) / root_c2 + eps)
+            p[i] = w - step * m / (np.sqrt(v) / scale + eps)
+        elif mu != 0.0 and sk:
+            v = mu * s1[i] - lr * gi
+            s1[i] = v
+            if nesterov:
+                p[i] = w + (mu * v - lr * gi)
+            else:
+                p[i] = w + v
         elif mu != 0.0:
             v = mu * s1[i] + gi
             s1[i] = v
@@ -97,43 +123,55 @@ def update(kind, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, t):
 
 
 @njit(**JIT_OPTIONS)
-def update_all(p, g, o, t):
+def batch_decay(o, y, k):
+    """The weights' decay for a batch with targets ``y`` (``(B, k)``, or ``(B, k + 1)`` with
+    the rows' weights last): ``alpha``, or in the ``SKLEARN`` form ``alpha / B`` (``B`` the
+    rows, or their weights' sum), in the params' dtype.  ``Optimizer.step`` takes the same from
+    Python (``losses.batch_weight``), to the bit."""
+    alpha = o.hyper.alpha
+    if o.form != SKLEARN:
+        return alpha
+    return o.s1.dtype.type(np.float64(alpha) * batch_scale(y, k))  # (s1: the params' dtype)
+
+
+@njit(**JIT_OPTIONS)
+def update_all(p, g, o, t, decay):
     """``update`` for all four params ``p`` from the gradients ``g`` (both ``Params``), with
-    the optimiser ``o`` (an ``OptimState``) at step number ``t``; returns the L2 term
-    ``(alpha/2) * (sum(w1**2) + sum(w2**2))`` before the update.  Biases get alpha = 0: they
-    are not decayed."""
+    the optimiser ``o`` (an ``OptimState``) at step number ``t``, the weights decayed by
+    ``decay`` (``batch_decay``); returns the L2 term ``l2_weight * (decay/2) * (sum(w1**2) +
+    sum(w2**2))`` before the update.  Biases are not decayed."""
     hp = o.hyper
-    alpha = hp.alpha
     sq = 0.0
     start = 0
     for i in range(4):
         if i == 0:
-            w, dw, decay = p.w1.reshape(p.w1.size), g.w1.reshape(g.w1.size), alpha
+            w, dw, a = p.w1.reshape(p.w1.size), g.w1.reshape(g.w1.size), decay
         elif i == 1:
-            w, dw, decay = p.b1, g.b1, hp.zero
+            w, dw, a = p.b1, g.b1, hp.zero
         elif i == 2:
-            w, dw, decay = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), alpha
+            w, dw, a = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), decay
         else:
-            w, dw, decay = p.b2, g.b2, hp.zero
+            w, dw, a = p.b2, g.b2, hp.zero
         end = start + w.shape[0]
-        a = o.s1[start:end] if o.s1.shape[0] else o.s1
-        b = o.s2[start:end] if o.s2.shape[0] else o.s2
-        part = update(o.kind, w, dw, a, b, hp.lr, decay, hp.momentum, o.nesterov, hp.beta1,
-                      hp.beta2, hp.eps, t)
+        s1 = o.s1[start:end] if o.s1.shape[0] else o.s1
+        s2 = o.s2[start:end] if o.s2.shape[0] else o.s2
+        part = update(o.kind, o.form, w, dw, s1, s2, hp.lr, a, hp.momentum, o.nesterov,
+                      hp.beta1, hp.beta2, hp.eps, t)
         if i == 0 or i == 2:
             sq += part
         start = end
-    return 0.5 * np.float64(alpha) * sq
+    return 0.5 * np.float64(decay) * np.float64(hp.l2_weight) * sq
 
 
 @njit(**JIT_OPTIONS)
-def record_and_update(losses, t, loss, p, g, o):
-    """The end of step ``t`` of a compiled optimiser loop, given its loss and gradients ``g``: a
-    loss that is not finite is recorded and no update made (returns False: the loop stops there);
-    otherwise ``update_all`` (step number ``o.t + t + 1``) and ``losses[t] = loss + the L2
-    term`` (returns True)."""
+def record_and_update(losses, t, loss, p, g, o, y):
+    """The end of step ``t`` of a compiled optimiser loop, given its loss, gradients ``g`` and
+    batch targets ``y``: a loss that is not finite is recorded and no update made (returns
+    False: the loop stops there); otherwise ``update_all`` (step number ``o.t + t + 1``) and
+    ``losses[t] = loss + the L2 term`` (returns True)."""
     if not np.isfinite(loss):
         losses[t] = loss
         return False
-    losses[t] = loss + update_all(p, g, o, o.t + t + 1)
+    decay = batch_decay(o, y, p.w2.shape[1])
+    losses[t] = loss + update_all(p, g, o, o.t + t + 1, decay)
     return True
