@@ -23,7 +23,7 @@ TRAIN_SETTINGS = dict(
     drop_missing=False, test_fraction=None, validation_fraction=None, iters=None, epochs=None,
     batch_size=None, early_stopping=False, patience=10, seed=0, init=None, dtype="float64",
     kernel=kernels.DEFAULT, lr=None, optimizer="sgd", momentum=0.0, nesterov=False, alpha=0.0,
-    checkpoint_every=None)
+    checkpoint_every=None, activation="relu")
 
 
 def _positive(text: str) -> int:
@@ -113,6 +113,8 @@ def _train_parser(sub) -> None:
                         "seed's experiment, he on data)")
     g.add_argument("--dtype", choices=["float64", "float32"], help="compute dtype (default "
                    "float64)")
+    g.add_argument("--activation", choices=["relu", "tanh", "logistic", "identity"],
+                   help="the hidden layer's activation (default relu)")
     g.add_argument("--kernel", choices=kernels.available() + list(kernels.ALIASES),
                    help=f"kernel variant (default {kernels.DEFAULT})")
     _threads_option(g)
@@ -123,7 +125,9 @@ def _train_parser(sub) -> None:
     g = t.add_argument_group("optimiser")
     g.add_argument("--lr", type=float, help=f"learning rate (default {e['lr']} for the seed's "
                    f"experiment, 0.01 for sgd and 0.001 for adam on data)")
-    g.add_argument("--optimizer", choices=["sgd", "adam"], help="(default sgd)")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"],
+                   help="(default sgd); lbfgs: full-batch L-BFGS-B, --iters its iterations at "
+                        "most, no --lr or --batch-size")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
     g.add_argument("--alpha", type=float, help="L2 weight decay (default 0)")
@@ -190,6 +194,10 @@ def _bench_parser(sub) -> None:
                    help="comma-separated, from forward, backward (forward + loss + all "
                         "gradients), step, train (a 100-iteration run, per iteration) "
                         "(default %(default)s)")
+    b.add_argument("--activation", default="relu",
+                   help="hidden activations, comma-separated, from relu, tanh, logistic, "
+                        "identity; each other than relu is also paired against the kernel's "
+                        "relu step (column 'x relu') (default %(default)s)")
     b.add_argument("--rounds", type=_positive, default=15,
                    help="paired rounds per kernel (default %(default)s)")
     b.add_argument("--budget", type=float, default=0.02,
@@ -217,8 +225,12 @@ def _bench_train_parser(sub) -> None:
                             "steps) and a wide regression (512x20000x256x1 float32, 50 steps), "
                             "where auto trains in the dual form."))
     bt.add_argument("--benches", default="epoch,digits",
-                    help="comma-separated, from epoch, digits, seed, wide "
+                    help="comma-separated, from epoch, digits, digits-lbfgs, seed, wide "
                          "(default %(default)s)")
+    bt.add_argument("--activation", default="relu",
+                    help="the epoch bench's hidden activations, comma-separated, from relu, "
+                         "tanh, logistic, identity; each other than relu is also paired "
+                         "against the relu epoch (default %(default)s)")
     bt.add_argument("--shape", default="8192x784x512x10",
                     help="rows x features x hidden x classes of the epoch bench "
                          "(default %(default)s)")
@@ -473,7 +485,7 @@ def _train_arguments(s, task, checkpoint, args, info):
 
     on_data = s.data is not None or s.dataset is not None
     lr = s.lr
-    if lr is None:
+    if lr is None and s.optimizer != "lbfgs":
         lr = (1e-3 if s.optimizer == "adam" else 0.01) if on_data else SEED_EXPERIMENT["lr"]
     iters, epochs = s.iters, s.epochs
     if iters is None and epochs is None:
@@ -488,7 +500,8 @@ def _train_arguments(s, task, checkpoint, args, info):
         dtype=np.dtype(s.dtype), validation_fraction=s.validation_fraction,
         early_stopping=s.early_stopping, patience=s.patience, checkpoint=checkpoint,
         checkpoint_every=s.checkpoint_every, resume=args.resume, progress=not args.quiet,
-        whole_loop=False if args.python_loop else None, info=info, **opt)
+        whole_loop=False if args.python_loop else None, info=info, activation=s.activation,
+        **opt)
 
 
 def _model_info(s, task, classes, problem) -> dict:
@@ -604,7 +617,11 @@ def _predict(args) -> int:
 def _predictions(model, x, proba, kernel):
     """``(column names, rows)`` of the predictions table."""
     if model.task == "classify":
-        columns, table = ["prediction"], [model.predict(x, kernel)[:, None].astype(object)]
+        pred = model.predict(x, kernel)
+        if pred.ndim == 2:  # a multilabel model: one 0/1 column per label
+            columns, table = [f"label_{c}" for c in model.classes], [pred.astype(object)]
+        else:
+            columns, table = ["prediction"], [pred[:, None].astype(object)]
         if proba:
             columns += [f"p_{c}" for c in model.classes]
             table.append(model.predict_proba(x, kernel))

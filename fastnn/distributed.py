@@ -243,6 +243,9 @@ def _train(w, x, y, opts):
                          f"pass kernel='auto' or a step variant")
     if opts.whole_loop:
         raise ValueError("whole_loop: distributed steps run one by one (an all-reduce each)")
+    if opts.optimizer == "lbfgs":
+        raise ValueError("optimizer: 'lbfgs' trains in one process (its line search is "
+                         "sequential); distributed training takes sgd or adam")
     if opts.sample_weight is not None:
         raise ValueError("sample_weight: fastnn.distributed does not take row weights yet; train "
                          "in one process (fastnn.train) for a weighted run")

@@ -161,6 +161,29 @@ def sgd_step(params: Params, x, y, lr, loss="squared", activation="relu"):
     return loss_value
 
 
+# each loss's canonical output layer (the network's prediction: ``output_layer``)
+OUTPUTS = {"squared": "identity", "softmax": "softmax", "logistic": "logistic", "poisson": "exp"}
+
+
+def output_layer(name, z):
+    """The output layer's activation ``name`` of the logits ``z``, in place: ``identity``,
+    ``exp`` (the Poisson loss's), ``softmax`` (row-wise, stably) or ``logistic`` (without
+    overflow for large ``|z|``); scikit-learn's ``out_activation_`` names."""
+    if name == "exp":
+        np.exp(z, out=z)
+    elif name == "softmax":
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+    elif name == "logistic":
+        e = np.exp(-np.abs(z))
+        z[...] = np.where(z < 0, e / (1 + e), 1 / (1 + e))
+    elif name != "identity":
+        raise ValueError(f"output layer: expected identity, exp, softmax or logistic, got "
+                         f"{name!r}")
+    return z
+
+
 def softmax(z2):
     """Row-wise ``exp(z2) / sum(exp(z2))``, computed stably (max subtracted first)."""
     e = np.exp(z2 - z2.max(axis=1, keepdims=True))

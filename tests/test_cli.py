@@ -107,6 +107,34 @@ def test_bench_small(tmp_path):
     assert "x numpy" in res.stdout
 
 
+def test_bench_pairs_other_activations_with_relu(tmp_path):
+    out = tmp_path / "b.json"
+    res = _run("bench", "--shapes", "5x7x3x2", "--kernels", "fused", "--activation",
+               "relu,tanh,logistic", "--rounds", "1", "--budget", "0.001", "--settle", "0",
+               "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["activation"] for r in rows] == ["relu", "tanh", "logistic"]
+    assert "x_relu" not in rows[0] and all(r["x_relu"] > 0 for r in rows[1:])
+    assert "fused+tanh" in res.stdout and "x relu" in res.stdout
+
+
+def test_bench_train_lbfgs_on_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "b.json"
+    res = _run("bench-train", "--benches", "digits-lbfgs", "--rounds", "1", "--settle", "0",
+               "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    import json
+
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["n_iter"] == row["sklearn_n_iter"] == 200
+    assert abs(row["accuracy"] - row["sklearn_accuracy"]) < 0.01
+    assert row["x_vs_sklearn"] > 0 and row["x_vs_sklearn_one_thread"] > 0
+
+
 def test_bench_bad_shape():
     res = _run("bench", "--shapes", "3x4")
     assert res.returncode != 0 and "MxNxHxK" in res.stderr

@@ -34,3 +34,29 @@ class Step:
 
     def peakmem_step(self, kernel, shape, dtype):
         self.stages.step()
+
+
+class Activation:
+    """The primary kernel's SGD step with each hidden activation, at the seed's shape (float64)
+    and at mnist's, the epoch bench's batch (128 x 784 -> 512 -> 10, float32): the issue's target
+    is tanh and logistic within 1.15x of ReLU (``fastnn bench --activation`` pairs them)."""
+
+    params = [["seed", "mnist"], ["relu", "tanh", "logistic", "identity"]]
+    param_names = ["shape", "activation"]
+    timeout = 300
+
+    def setup(self, shape, activation):
+        import numpy as np
+
+        import fastnn
+        from fastnn.profiling.problems import SHAPES, problem
+
+        x, y, params = problem(SHAPES[shape], "float64" if shape == "seed" else "float32")
+        lr = np.dtype(x.dtype).type(1e-5)
+        kernel = fastnn.kernels.PRIMARY
+        self.step = lambda: fastnn.sgd_step(params, x, y, lr, kernel=kernel,
+                                            activation=activation)
+        self.step()
+
+    def time_step(self, shape, activation):
+        self.step()

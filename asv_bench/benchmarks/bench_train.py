@@ -128,3 +128,42 @@ class Runs:
             "x_vs_numpy"]
 
     track_x_vs_numpy.unit = "x numpy"
+
+
+class DigitsLBFGS:
+    """``MLPClassifier(solver="lbfgs").fit`` on digits (80/20 split, hidden 100, 200 iterations:
+    ``tol=0``, float64) against scikit-learn's with the same settings (the issue's target:
+    >= 3x at accuracy within a point); ``track_accuracy`` is the test accuracy."""
+
+    params = [["fastnn", "sklearn"]]
+    param_names = ["library"]
+    timeout = 300
+
+    def setup(self, library):
+        try:
+            from sklearn.datasets import load_digits
+            from sklearn.model_selection import train_test_split
+            from sklearn.neural_network import MLPClassifier
+        except ImportError:
+            raise NotImplementedError from None
+        x, y = load_digits(return_X_y=True)
+        self.xtr, self.xte, self.ytr, self.yte = train_test_split(
+            x / 16.0, y, test_size=0.2, random_state=0, stratify=y)
+        cls = fastnn.MLPClassifier if library == "fastnn" else MLPClassifier
+        self.model = cls((100,), solver="lbfgs", max_iter=200, tol=0.0, random_state=0)
+        self.fit()
+
+    def fit(self):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model.fit(self.xtr, self.ytr)
+
+    def time_fit(self, library):
+        self.fit()
+
+    def track_accuracy(self, library):
+        return float(self.model.score(self.xte, self.yte))
+
+    track_accuracy.unit = "accuracy"

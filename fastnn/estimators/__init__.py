@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import kernels
 from ..params import Params
-from ._base import MLP, output_activation
+from ._base import MLP
 from ._compat import (ClassifierMixin, ConvergenceWarning, RegressorMixin, accuracy,
                       available_if, parameter_constraints, r2)
 from ._inputs import Labels, check_X, column_or_1d, regression_targets, target_type, \
@@ -272,5 +272,4 @@ class _ArgmaxLabels:
         return self.classes_.take(np.asarray(Y).argmax(axis=1), mode="clip")
 
 
-__all__ = ["ConvergenceWarning", "MLPClassifier", "MLPRegressor", "Params", "output_activation",
-           "target_type"]
+__all__ = ["ConvergenceWarning", "MLPClassifier", "MLPRegressor", "Params", "target_type"]

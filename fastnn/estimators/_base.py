@@ -17,6 +17,7 @@ from ..checkpoint import load as load_checkpoint
 from ..checkpoint import save as save_checkpoint
 from ..optim import Optimizer
 from ..params import Params
+from ..reference import output_layer
 from . import _lbfgs, _stochastic
 from ._compat import BaseEstimator, NotFittedError, check_random_state
 from ._inputs import check_sample_weight, check_X
@@ -178,7 +179,7 @@ class MLP(BaseEstimator):
         from ..api import predict
 
         z = predict(params, X, kernel=self.kernel, activation=self.activation)
-        return output_activation(self.out_activation_, z)
+        return output_layer(self.out_activation_, z)
 
     def _forward(self, X):
         self._check_fitted()
@@ -259,7 +260,9 @@ class MLP(BaseEstimator):
         want = "regress" if cls._is_regressor else "classify"
         if model.task != want:
             raise ValueError(f"{path!r} holds a {model.task} model, not one for {cls.__name__}")
-        est = cls(hidden_layer_sizes=(model.params.w1.shape[1],))
+        kw = dict(loss="poisson") if model.output == "exp" else {}
+        est = cls(hidden_layer_sizes=(model.params.w1.shape[1],), activation=model.activation,
+                  **kw)
         est._dtype = model.params.dtype
         est._set_params(model.params)
         est._best_coefs = [c.copy() for c in est.coefs_]
@@ -270,6 +273,7 @@ class MLP(BaseEstimator):
         est.n_iter_ = est.t_ = 0
         est.n_layers_ = 3
         est.n_outputs_ = model.params.w2.shape[1]
+        est.out_activation_ = model.output
         est.loss_curve_, est.validation_scores_ = [], None
         est.best_loss_, est.best_validation_score_ = np.inf, None
         est._no_improvement_count = 0
@@ -284,22 +288,6 @@ class MLP(BaseEstimator):
 
     def _from_model(self, model):
         pass
-
-
-def output_activation(name, z):
-    """scikit-learn's output activations, in place on ``z`` (``z``: logits in the params' dtype):
-    ``identity``, ``exp`` (the Poisson loss), ``softmax``, ``logistic``."""
-    if name == "exp":
-        np.exp(z, out=z)
-    elif name == "softmax":
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-    elif name == "logistic":  # 1 / (1 + exp(-z)), without overflow for large |z|
-        neg = z < 0
-        e = np.exp(-np.abs(z))
-        z[...] = np.where(neg, e / (1 + e), 1 / (1 + e))
-    return z
 
 
 def _unjson(v):

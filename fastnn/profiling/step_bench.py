@@ -55,8 +55,10 @@ class NumpyStep:
 
 
 def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02, lr=1e-5,
-                 settle=SETTLE):
-    """One row per (kernel, stage), each paired against the same stage of ``NumpyStep``.
+                 settle=SETTLE, activations=("relu",)):
+    """One row per (kernel, activation, stage), each paired against the same stage of
+    ``NumpyStep`` (a ReLU network), and a hidden activation other than ReLU also against the same
+    kernel's ReLU step (``x_relu``: its time over ReLU's, paired).
 
     Stages: ``forward`` is ``predict``; ``backward`` is ``loss_and_grads`` (the forward pass, the
     loss and every gradient, stored; the fused kernels have no backward without a forward);
@@ -69,33 +71,50 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
     base = NumpyStep(x, y, params, lr)
     base_calls = dict(forward=base.forward, backward=base.grads, step=base.step,
                       train=lambda: base.train(TRAIN_ITERS))
+
+    def calls(name, act):
+        p = params.copy()
+        return dict(
+            forward=lambda: fastnn.predict(p, x, kernel=name, activation=act),
+            backward=lambda: fastnn.loss_and_grads(p, x, y, kernel=name, activation=act),
+            step=lambda: fastnn.sgd_step(p, x, y, lr, kernel=name, activation=act),
+            train=lambda: fastnn.train(x, y, iters=TRAIN_ITERS, lr=lr, params=p, kernel=name,
+                                       activation=act))
+
     rows = []
     for stage in stages:
         for name in kernels:
-            p = params.copy()
-            calls = dict(
-                forward=lambda p=p, name=name: fastnn.predict(p, x, kernel=name),
-                backward=lambda p=p, name=name: fastnn.loss_and_grads(p, x, y, kernel=name),
-                step=lambda p=p, name=name: fastnn.sgd_step(p, x, y, lr, kernel=name),
-                train=lambda p=p, name=name: fastnn.train(x, y, iters=TRAIN_ITERS, lr=lr,
-                                                          params=p, kernel=name))
-            f = calls[stage]
-            f()  # compile or load from cache outside the timing
-            base_calls[stage]()
-            ratio, ta, tb = paired_ratio(f, base_calls[stage], rounds=rounds, budget=budget,
-                                         settle=settle)
-            per = TRAIN_ITERS if stage == "train" else 1
-            ta = [t / per for t in ta]
-            med = float(np.median(ta))
-            rows.append(dict(kernel=name, stage=stage, us=med * 1e6, us_min=min(ta) * 1e6,
-                             us_max=max(ta) * 1e6, numpy_us=float(np.median(tb)) / per * 1e6,
-                             gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio,
-                             spread=max(max(ta) / min(ta), max(tb) / min(tb))))
-            if name == "auto":  # what auto ran: its remembered choice for this shape
-                from ..auto.choice import resolve
+            relu = calls(name, "relu")[stage] if set(activations) - {"relu"} else None
+            for act in activations:
+                f = calls(name, act)[stage]
+                f()  # compile or load from cache outside the timing
+                base_calls[stage]()
+                ratio, ta, tb = paired_ratio(f, base_calls[stage], rounds=rounds, budget=budget,
+                                             settle=settle)
+                per = TRAIN_ITERS if stage == "train" else 1
+                ta = [t / per for t in ta]
+                med = float(np.median(ta))
+                row = dict(kernel=name, activation=act, stage=stage, us=med * 1e6,
+                           us_min=min(ta) * 1e6, us_max=max(ta) * 1e6,
+                           numpy_us=float(np.median(tb)) / per * 1e6,
+                           gflops=stage_flops(stage, *shape) / med / 1e9, x_vs_numpy=ratio,
+                           spread=max(max(ta) / min(ta), max(tb) / min(tb)))
+                if act != "relu":
+                    relu()
+                    row["x_relu"] = 1.0 / paired_ratio(f, relu, rounds=rounds, budget=budget,
+                                                       settle=settle)[0]
+                if name == "auto":  # what auto ran: its remembered choice for this shape
+                    from ..auto.choice import resolve
 
-                rows[-1]["ran"] = resolve(name, params, x, y, measure=False).name
+                    row["ran"] = resolve(name, params, x, y, measure=False).name
+                rows.append(row)
     return rows
+
+
+def label(row) -> str:
+    """A row's kernel, with its hidden activation when that is not ReLU."""
+    act = row.get("activation", "relu")
+    return row["kernel"] if act == "relu" else f"{row['kernel']}+{act}"
 
 
 class TorchStep:
@@ -236,16 +255,20 @@ def format_table(rows) -> str:
     """The rows, a ``!`` after the spread of a busy row, then per (shape, dtype, stage) the
     winner and why: its ratio, its margin over the runner-up, and whether the spreads of the
     two overlap (then the order between them is not measured)."""
-    head = (f"{'shape':<8} {'dtype':<8} {'kernel':<10} {'stage':<6} {'us':>10} {'min-max us':>19} "
-            f"{'GFLOP/s':>8} {'% peak':>7} {'x numpy':>8} {'spread':>7}")
+    width = max([10] + [len(label(r)) for r in rows])
+    relu = any("x_relu" in r for r in rows)
+    head = (f"{'shape':<8} {'dtype':<8} {'kernel':<{width}} {'stage':<6} {'us':>10} "
+            f"{'min-max us':>19} {'GFLOP/s':>8} {'% peak':>7} {'x numpy':>8} {'spread':>7}"
+            + (f" {'x relu':>7}" if relu else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         spread = r.get("spread", 1.0)
         lines.append(
-            f"{r['shape_name']:<8} {r['dtype']:<8} {r['kernel']:<10} {r['stage']:<6} "
+            f"{r['shape_name']:<8} {r['dtype']:<8} {label(r):<{width}} {r['stage']:<6} "
             f"{r['us']:>10.1f} {r['us_min']:>9.1f}-{r['us_max']:<9.1f} {r['gflops']:>8.1f} "
             f"{r['pct_peak']:>6.0f}% {r['x_vs_numpy']:>7.2f}x {spread:>6.2f}"
-            f"{'!' if spread > BUSY_SPREAD else ''}")
+            f"{'!' if spread > BUSY_SPREAD else ' '}"
+            + (f" {r['x_relu']:>6.2f}x" if "x_relu" in r else ""))
     busy = [r for r in rows if r.get("spread", 1.0) > BUSY_SPREAD]
     if busy:
         lines.append(f"\n! {len(busy)} of {len(rows)} rows spread more than {BUSY_SPREAD}x between "
@@ -261,7 +284,7 @@ def winners(rows) -> list[str]:
     out = []
     groups = {}
     for r in rows:
-        if r["kernel"] != "auto":
+        if r["kernel"] != "auto" and r.get("activation", "relu") == "relu":
             groups.setdefault((r["shape_name"], r["dtype"], r["stage"]), []).append(r)
     for (shape, dtype, stage), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["us"])
@@ -278,7 +301,7 @@ def winners(rows) -> list[str]:
 
 
 def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budget=0.02,
-        settle=SETTLE, compile=False, vs=(), out=print):
+        settle=SETTLE, compile=False, vs=(), out=print, activations=("relu",)):
     """Benchmark every (shape, dtype) for every kernel; returns the JSON-ready report."""
     import fastnn
     from ..machine import info_lines
@@ -297,7 +320,7 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
         for dtype in dtypes:
             dt = np.dtype(dtype)
             rows = bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget,
-                                settle=settle)
+                                settle=settle, activations=activations)
             if vs and "step" in stages:
                 rows += bench_frameworks(shape, dt, vs, rounds=rounds, budget=budget,
                                          settle=settle)
@@ -306,7 +329,7 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
                            threads=report["threads"],
                            pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
                 report["rows"].append(row)
-                out(format_table([row]).splitlines()[-1])
+                out(format_table([row]).splitlines()[2])
     if compile:
         for name in kernels:
             if name == "reference":
@@ -333,6 +356,11 @@ def main(args) -> int:
         for st in stages:
             if st not in STAGES:
                 raise ValueError(f"stages: expected some of {', '.join(STAGES)}, got {st!r}")
+        from ..kernels.common import activations as acts
+
+        activations = args.activation.split(",")
+        for a in activations:
+            acts.of(a)
         vs = [v for v in args.vs.split(",") if v] if args.vs else []
         for v in vs:
             if v not in FRAMEWORKS:
@@ -349,7 +377,8 @@ def main(args) -> int:
     print("fastnn bench: paired against a careful numpy step; median of "
           f"{args.rounds} rounds (min-max over rounds), {args.settle} s idle before each block")
     report = run(shapes, dtypes, kernels, stages, threads=args.threads, rounds=args.rounds,
-                 budget=args.budget, settle=args.settle, compile=args.compile, vs=vs)
+                 budget=args.budget, settle=args.settle, compile=args.compile, vs=vs,
+                 activations=activations)
     report.update(date=time.strftime("%Y-%m-%d"), command="fastnn " + " ".join(sys.argv[1:]))
     print()
     print(format_table(report["rows"]))
@@ -380,10 +409,10 @@ def plot(report, path: str) -> None:
     for ax, (shape, dtype) in zip(axes.flat, panels):
         sel = [r for r in rows if r["shape_name"] == shape and r["dtype"] == dtype]
         stages = list(dict.fromkeys(r["stage"] for r in sel))
-        names = list(dict.fromkeys(r["kernel"] for r in sel))
+        names = list(dict.fromkeys(label(r) for r in sel))
         width = 0.8 / max(1, len(stages))
         for s_i, stage in enumerate(stages):
-            vals = [next((r["x_vs_numpy"] for r in sel if r["kernel"] == n and r["stage"] == stage),
+            vals = [next((r["x_vs_numpy"] for r in sel if label(r) == n and r["stage"] == stage),
                          0.0) for n in names]
             ax.bar(np.arange(len(names)) + s_i * width, vals, width, label=stage)
         ax.axhline(1.0, color="k", lw=0.8)

@@ -11,6 +11,10 @@ Two comparisons (the targets of the training issue):
             scikit-learn's digits (80/20 split, stratified), same hidden size, batch size,
             epochs, solver (Adam, lr 1e-3), no L2 and no early stopping on either side; both
             test accuracies are reported.
+``digits-lbfgs``  the same with ``solver="lbfgs"`` (hidden 100, 200 iterations, float64).
+
+``--activation`` runs the epoch with other hidden activations too, each also paired against the
+ReLU epoch.
 """
 from __future__ import annotations
 
@@ -126,8 +130,10 @@ class PlainNumpyEpoch:
 
 
 def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",), *,
-                rounds=7, settle=SETTLE, lr=0.01, out=print):
-    """Paired rows: one epoch of ``fastnn.train`` per kernel against ``NumpyEpoch``."""
+                rounds=7, settle=SETTLE, lr=0.01, out=print, activations=("relu",)):
+    """Paired rows: one epoch of ``fastnn.train`` per kernel and hidden activation against
+    ``NumpyEpoch`` (ReLU), and an activation other than ReLU also against the same kernel's ReLU
+    epoch (``x_relu``: its time over ReLU's)."""
     import fastnn
 
     m, n, h, k = shape
@@ -142,26 +148,40 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
     flops = sum(step_flops(min(batch, m - s), n, h, k) for s in range(0, m, batch))
     rows = []
     for name in kernels:
-        def ours(name=name):
-            fastnn.train(x, labels, params=params, epochs=1, batch_size=batch, lr=lr,
-                         loss="softmax", kernel=name, seed=1)
+        for act in activations:
+            def ours(name=name, act=act):
+                fastnn.train(x, labels, params=params, epochs=1, batch_size=batch, lr=lr,
+                             loss="softmax", kernel=name, seed=1, activation=act)
 
-        ours()
-        base.epoch()
-        ratio, ta, tb = paired_ratio(ours, base.epoch, rounds=rounds, budget=0.0, settle=settle)
-        plain_ratio, _, tc = paired_ratio(ours, plain.epoch, rounds=rounds, budget=0.0,
-                                          settle=settle)
-        med = float(np.median(ta))
-        row = dict(bench="epoch", kernel=name, shape=list(shape), dtype=dt.name, batch=batch,
-                   steps=steps, ms=med * 1e3, ms_min=min(ta) * 1e3, ms_max=max(ta) * 1e3,
-                   numpy_ms=float(np.median(tb)) * 1e3, gflops=flops / med / 1e9,
-                   x_vs_numpy=ratio, plain_numpy_ms=float(np.median(tc)) * 1e3,
-                   x_vs_plain_numpy=plain_ratio)
-        rows.append(row)
-        out(f"epoch   {name:<8} {'x'.join(map(str, shape))} {dt.name} B={batch}: "
-            f"{row['ms']:.1f} ms ({row['ms_min']:.1f}-{row['ms_max']:.1f}), "
-            f"{row['gflops']:.1f} GFLOP/s; careful numpy {row['numpy_ms']:.1f} ms: {ratio:.2f}x, "
-            f"plain numpy {row['plain_numpy_ms']:.1f} ms: {plain_ratio:.2f}x")
+            ours()
+            base.epoch()
+            ratio, ta, tb = paired_ratio(ours, base.epoch, rounds=rounds, budget=0.0,
+                                         settle=settle)
+            plain_ratio, _, tc = paired_ratio(ours, plain.epoch, rounds=rounds, budget=0.0,
+                                              settle=settle)
+            med = float(np.median(ta))
+            row = dict(bench="epoch", kernel=name, activation=act, shape=list(shape),
+                       dtype=dt.name, batch=batch, steps=steps, ms=med * 1e3,
+                       ms_min=min(ta) * 1e3, ms_max=max(ta) * 1e3,
+                       numpy_ms=float(np.median(tb)) * 1e3, gflops=flops / med / 1e9,
+                       x_vs_numpy=ratio, plain_numpy_ms=float(np.median(tc)) * 1e3,
+                       x_vs_plain_numpy=plain_ratio)
+            vs_relu = ""
+            if act != "relu":
+                def relu(name=name):
+                    fastnn.train(x, labels, params=params, epochs=1, batch_size=batch, lr=lr,
+                                 loss="softmax", kernel=name, seed=1)
+
+                row["x_relu"] = 1.0 / paired_ratio(ours, relu, rounds=rounds, budget=0.0,
+                                                   settle=settle)[0]
+                vs_relu = f"; {row['x_relu']:.3f}x ReLU's epoch"
+            rows.append(row)
+            what = name if act == "relu" else f"{name}+{act}"
+            out(f"epoch   {what:<8} {'x'.join(map(str, shape))} {dt.name} B={batch}: "
+                f"{row['ms']:.1f} ms ({row['ms_min']:.1f}-{row['ms_max']:.1f}), "
+                f"{row['gflops']:.1f} GFLOP/s; careful numpy {row['numpy_ms']:.1f} ms: "
+                f"{ratio:.2f}x, plain numpy {row['plain_numpy_ms']:.1f} ms: {plain_ratio:.2f}x"
+                f"{vs_relu}")
     return rows
 
 
@@ -286,6 +306,63 @@ def bench_digits(epochs=100, hidden=100, batch=200, dtype=np.float32, kernel="au
     return [row]
 
 
+def bench_digits_lbfgs(hidden=100, max_iter=200, kernel="auto", *, rounds=5, settle=SETTLE,
+                       out=print):
+    """Paired: ``fastnn.MLPClassifier(solver="lbfgs").fit`` against scikit-learn's, on digits
+    (float64, the same split as ``digits``; ``tol=0`` so that both run all ``max_iter``
+    iterations, scikit-learn's defaults otherwise).  scikit-learn's fit is also timed with one
+    BLAS thread, its own fastest here (its L-BFGS-B's short vector operations through a
+    threaded BLAS)."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier as SkMLP
+    from threadpoolctl import threadpool_limits
+
+    import fastnn
+
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x / 16.0, y, test_size=0.2, random_state=0,
+                                          stratify=y)
+    kw = dict(hidden_layer_sizes=(hidden,), solver="lbfgs", max_iter=max_iter, tol=0.0,
+              random_state=0)
+    ours, theirs = fastnn.MLPClassifier(kernel=kernel, **kw), SkMLP(**kw)
+    fitted = {}
+
+    def fit(model, key):
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fitted[key] = model.fit(xtr, ytr)
+        return run
+
+    def theirs_one_thread():
+        with threadpool_limits(1, user_api="blas"):
+            fit(theirs, "theirs-1")()
+
+    fit(ours, "ours")()
+    fit(theirs, "theirs")()
+    ratio, ta, tb = paired_ratio(fit(ours, "ours"), fit(theirs, "theirs"), rounds=rounds,
+                                 budget=0.0, settle=settle)
+    ratio1, _, tc = paired_ratio(fit(ours, "ours"), theirs_one_thread, rounds=rounds,
+                                 budget=0.0, settle=settle)
+    acc_ours = float(fitted["ours"].score(xte, yte))
+    acc_theirs = float(fitted["theirs"].score(xte, yte))
+    row = dict(bench="digits-lbfgs", kernel=kernel, ran=fitted["ours"].kernel_, dtype="float64",
+               hidden=hidden, max_iter=max_iter, n_iter=int(fitted["ours"].n_iter_),
+               sklearn_n_iter=int(fitted["theirs"].n_iter_), fit_s=float(np.median(ta)),
+               sklearn_fit_s=float(np.median(tb)), x_vs_sklearn=ratio,
+               sklearn_one_thread_fit_s=float(np.median(tc)), x_vs_sklearn_one_thread=ratio1,
+               accuracy=acc_ours, sklearn_accuracy=acc_theirs)
+    out(f"lbfgs   {kernel:<8} digits, hidden {hidden}, max_iter {max_iter}, float64: fastnn "
+        f"{row['fit_s']:.3f} s ({row['n_iter']} iterations, accuracy {acc_ours:.4f}), "
+        f"scikit-learn {row['sklearn_fit_s']:.3f} s ({row['sklearn_n_iter']}, accuracy "
+        f"{acc_theirs:.4f}): {ratio:.2f}x faster; scikit-learn on one BLAS thread "
+        f"{row['sklearn_one_thread_fit_s']:.3f} s: {ratio1:.2f}x")
+    return [row]
+
+
 def main(args) -> int:
     import json
 
@@ -300,10 +377,15 @@ def main(args) -> int:
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
         which = args.benches.split(",")
         for w in which:
-            if w not in ("epoch", "digits") + tuple(RUNS):
-                raise ValueError(f"benches: expected some of epoch, digits, "
+            if w not in ("epoch", "digits", "digits-lbfgs") + tuple(RUNS):
+                raise ValueError(f"benches: expected some of epoch, digits, digits-lbfgs, "
                                  f"{', '.join(RUNS)}; got {w!r}")
-        if "digits" in which:
+        from ..kernels.common import activations as acts
+
+        activations = args.activation.split(",")
+        for a in activations:
+            acts.of(a)
+        if "digits" in which or "digits-lbfgs" in which:
             try:
                 import sklearn  # noqa: F401
             except ImportError:
@@ -320,7 +402,7 @@ def main(args) -> int:
     rows = []
     if "epoch" in which:
         rows += bench_epoch(shape, dtype, args.batch_size, kernels, rounds=args.rounds,
-                            settle=args.settle)
+                            settle=args.settle, activations=activations)
         for r in rows:
             r["pct_peak"] = 100 * r["gflops"] / peak
             print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the BLAS peak")
@@ -337,6 +419,10 @@ def main(args) -> int:
         for k in kernels:
             rows += bench_digits(args.digits_epochs, dtype=dtype, kernel=k,
                                  rounds=max(3, args.rounds // 2), settle=args.settle)
+    if "digits-lbfgs" in which:
+        for k in kernels:
+            rows += bench_digits_lbfgs(kernel=k, rounds=max(3, args.rounds // 2),
+                                       settle=args.settle)
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

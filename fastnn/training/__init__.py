@@ -55,7 +55,9 @@ def train(x, y, **options) -> TrainResult:
     ``result.seed``).
 
     Optimiser: ``optimizer="sgd"`` (``momentum``, ``nesterov``) or ``"adam"`` (``beta1``,
-    ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``); or an
+    ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``);
+    ``"lbfgs"``: full-batch L-BFGS-B (scipy's), ``iters`` its iterations at most, ``tol`` the
+    gradient's size where it stops, no ``lr`` (``fastnn.training.lbfgs``); or an
     ``Optimizer`` object, whose hyperparameters and state are used and updated (to continue a
     run: the estimators' ``partial_fit``).  Plain SGD is fused into the kernels' step; the others
     run as one fused update pass after the gradients.
@@ -105,6 +107,10 @@ def train(x, y, **options) -> TrainResult:
 
 def run(x, y, opts: Options) -> TrainResult:
     """``train`` with its options already built (``Options.of``)."""
+    if opts.optimizer == "lbfgs":
+        from . import lbfgs
+
+        return lbfgs.train(x, y, opts)
     opt = opts.new_optimizer()
     resumed = ckpt_io.load(opts.resume) if opts.resume is not None else None
     cfg = RunConfig.of(opts, resolve_seed(opts.seed, resumed))

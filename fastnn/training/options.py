@@ -109,21 +109,51 @@ class Options:
         if self.epoch_order is not None and not callable(self.epoch_order):
             raise TypeError(f"epoch_order: expected a function of the epoch number, got "
                             f"{self.epoch_order!r}")
-        if not isinstance(self.optimizer, Optimizer) and self.lr is None:
+        if self.optimizer == "lbfgs":
+            check_lbfgs(self)
+        elif not isinstance(self.optimizer, Optimizer) and self.lr is None:
             raise TypeError("train: pass lr (the learning rate)")
         # (the optimiser's own settings are checked when the run makes it: new_optimizer)
         return replace(self, kernel=kernel) if kernel != self.kernel else self
 
     def new_optimizer(self) -> Optimizer:
         """The run's optimiser: the one passed (its settings and state continue), else a new
-        one from the settings."""
+        one from the settings (``"lbfgs"`` has none: ``training.lbfgs`` runs it)."""
         if isinstance(self.optimizer, Optimizer):
             return self.optimizer
+        if self.optimizer == "lbfgs":
+            raise ValueError("optimizer: 'lbfgs' is not a step optimiser; train() runs it "
+                             "through fastnn.training.lbfgs")
         if self.lr is None:
             raise TypeError("train: pass lr (the learning rate)")
         return Optimizer(self.optimizer, self.lr, alpha=self.alpha, momentum=self.momentum,
                          nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2,
                          eps=self.eps)
+
+
+# train's options that have no meaning for a full-batch quasi-Newton run, and why
+_NOT_FOR_LBFGS = {
+    "batch_size": "it takes the whole training set each evaluation",
+    "validation_data": "no validation", "validation_fraction": "no validation",
+    "early_stopping": "it stops on tol (its gradient's size)",
+    "checkpoint": "its runs are not checkpointed", "resume": "its runs are not checkpointed",
+    "epoch_callback": "an iteration is not an epoch of steps",
+    "epoch_order": "it takes the whole training set each evaluation",
+    "whole_loop": "its iterations run from Python",
+}
+
+
+def check_lbfgs(opts) -> None:
+    """The options ``train(optimizer="lbfgs")`` refuses, named with the reason."""
+    for name, why in _NOT_FOR_LBFGS.items():
+        value = getattr(opts, name)
+        if value not in (None, False):
+            raise ValueError(f"{name}: optimizer='lbfgs' does not take it ({why})")
+    if opts.momentum or opts.nesterov:
+        raise ValueError("momentum: optimizer='lbfgs' has none (a quasi-Newton method)")
+    if opts.lr is not None:
+        raise ValueError("lr: optimizer='lbfgs' takes no learning rate (its line search sets "
+                         "each step); leave it out")
 
 
 def check_tol(tol) -> float:
