@@ -10,6 +10,11 @@ The whole runs (the dual form's table) come from ``fastnn bench-train``; merge t
     fastnn bench-train --benches seed,wide --rounds 9 --json runs.json
     python dev/update_results.py --runs runs.json
 
+The sparse rung's figures (its section of the ladder) likewise::
+
+    fastnn bench-train --benches sparse-scaling,sparse-sklearn,sparse-text --json sparse.json
+    python dev/update_results.py --sparse sparse.json
+
 ``tests/test_docs.py`` fails when the files and the JSON disagree.
 """
 import json
@@ -29,9 +34,9 @@ def main(*args) -> int:
     path = os.path.join(ROOT, "docs", "results.json")
     with open(path) as f:
         report = json.load(f)
-    if args[:1] == ("--runs",):
+    if args[:1] in (("--runs",), ("--sparse",)):
         with open(args[1]) as f:
-            report["runs"] = json.load(f)
+            report[args[0][2:]] = json.load(f)
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
         print(f"merged {args[1]} into {path}")

@@ -79,8 +79,12 @@ def _train_parser(sub) -> None:
     g.add_argument("--data", metavar="FILE",
                    help="train on your data: .npz with arrays 'x' (m, n) and 'y', .csv with a "
                         "header row and the label column named by --target, or .npy of x "
-                        "(memory-mapped) with --target naming the .npy of y")
-    g.add_argument("--target", help="the label column of a .csv (default y)")
+                        "(memory-mapped) with --target naming the .npy of y; sparse rows: an "
+                        ".npz of scipy.sparse.save_npz with --labels naming the .npy of y, or "
+                        "an svmlight/libsvm file (.svm, .svmlight, .libsvm)")
+    g.add_argument("--target", "--labels", dest="target",
+                   help="the label column of a .csv (default y); the .npy of the labels of an "
+                        ".npy or sparse .npz")
     g.add_argument("--task", choices=["regress", "classify"],
                    help="regress: squared error; classify: softmax cross-entropy over the labels "
                         "in y, reports accuracy (default: regress, classify for --dataset)")
@@ -225,8 +229,10 @@ def _bench_train_parser(sub) -> None:
                             "steps) and a wide regression (512x20000x256x1 float32, 50 steps), "
                             "where auto trains in the dual form."))
     bt.add_argument("--benches", default="epoch,digits",
-                    help="comma-separated, from epoch, digits, digits-lbfgs, seed, wide "
-                         "(default %(default)s)")
+                    help="comma-separated, from epoch, digits, digits-lbfgs, seed, wide, and "
+                         "the sparse rung's sparse-scaling (20k against 200k features), "
+                         "sparse-sklearn (its sgd fit against scikit-learn's), sparse-text "
+                         "(TF-IDF rows, Adam; peak memory) (default %(default)s)")
     bt.add_argument("--activation", default="relu",
                     help="the epoch bench's hidden activations, comma-separated, from relu, "
                          "tanh, logistic, identity; each other than relu is also paired "

@@ -1,7 +1,10 @@
 """Data from files and named data sets, for the command line: read carefully, errors that say where.
 
 ``load_file(path, target)``  an ``.npz`` (arrays ``x``, ``y``) or a ``.csv`` (a header row, the
-                             label column named ``target``, every other column a number)
+                             label column named ``target``, every other column a number); sparse
+                             rows: an ``.npz`` of ``scipy.sparse.save_npz`` (the labels in the
+                             ``.npy`` that ``target`` names) or an svmlight/libsvm text file
+                             (``.svm``, ``.svmlight``, ``.libsvm``: ``label idx:value ...``)
 ``load_dataset(name)``       ``digits`` (scikit-learn's), ``mnist``, ``fashion-mnist`` (the IDX
                              files, downloaded once, sha256-checked, cached)
 ``test_split(...)``          hold out a fraction of the rows, stratified for class labels
@@ -52,7 +55,141 @@ def load_file(path: str, target: str = "y", *, drop_missing: bool = False) -> Ta
         return load_csv(path, target, drop_missing=drop_missing)
     if path.lower().endswith(".npy"):
         return load_npy(path, target)
+    if path.lower().endswith(SVMLIGHT):
+        return load_svmlight(path)
+    if is_sparse_npz(path):
+        return load_sparse_npz(path, target)
     return load_npz(path)
+
+
+SVMLIGHT = (".svm", ".svmlight", ".libsvm")
+
+
+def is_sparse_npz(path: str) -> bool:
+    """Whether ``path`` is an ``.npz`` written by ``scipy.sparse.save_npz``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return "format" in f.files and "shape" in f.files
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def read_sparse_npz(path: str):
+    """The sparse matrix of a ``scipy.sparse.save_npz`` file (its structure checked by
+    ``fastnn.validation`` before any kernel reads it)."""
+    import scipy.sparse
+
+    try:
+        return scipy.sparse.load_npz(path)
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"--data {path}: cannot read it as a scipy.sparse .npz ({exc})") from None
+
+
+def load_sparse_npz(path: str, target: str) -> Table:
+    """Sparse features from ``scipy.sparse.save_npz`` and their labels from the ``.npy`` that
+    ``target`` (``--target``/``--labels``) names, one per row."""
+    if not str(target).lower().endswith(".npy") or not os.path.isfile(target):
+        raise DataError(f"--data {path}: a scipy.sparse .npz holds no labels; --labels (or "
+                        f"--target) names the .npy of the labels (one per row), got {target!r}")
+    x = read_sparse_npz(path)
+    try:
+        y = np.load(target, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--labels {target}: cannot read it as .npy ({exc})") from None
+    if x.ndim != 2 or y.shape[:1] != (x.shape[0],):
+        raise DataError(f"--labels {target}: {y.shape[0] if y.ndim else 0} labels for "
+                        f"{x.shape[0]} rows")
+    _check_sparse_values(path, x)
+    return Table(x.tocsr(), y)
+
+
+def _check_sparse_values(path, x) -> None:
+    if x.dtype.kind in "fc":
+        data = x.data
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise DataError(f"--data {path}: {int(bad.sum())} stored value(s) are NaN or "
+                            f"infinite (the first: {data[np.flatnonzero(bad)[0]]})")
+
+
+def load_svmlight(path: str, n_features=None) -> Table:
+    """An svmlight/libsvm file: one row a line, ``label idx:value idx:value ...`` (indices from 1,
+    as the format has them; ``#`` starts a comment; ``qid:`` is skipped), as a CSR matrix and
+    its labels.  scikit-learn's compiled reader where it is installed; the line of a bad file is
+    found by ``_parse_svmlight`` (also the reader without scikit-learn)."""
+    try:
+        from sklearn.datasets import load_svmlight_file
+    except ImportError:
+        load_svmlight_file = None
+    if load_svmlight_file is not None:
+        try:
+            x, y = load_svmlight_file(path, n_features=n_features, zero_based=False)
+        except (ValueError, OSError, UnicodeDecodeError):
+            x = None  # the reader below names the line
+        if x is not None:
+            _check_sparse_values(path, x)
+            return Table(x, y)
+    x, y = _parse_svmlight(path, n_features)
+    return Table(x, y)
+
+
+def _parse_svmlight(path: str, n_features=None):
+    """The svmlight reader in Python: slower than scikit-learn's, but every problem is a
+    ``DataError`` naming the line and the item."""
+    import scipy.sparse
+
+    labels, indptr, indices, values = [], [0], [], []
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"--data {path}: cannot read it ({exc})") from None
+    with f:
+        for line_no, line in enumerate(f, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            items = text.split()
+            try:
+                label = float(items[0])
+            except ValueError:
+                raise DataError(f"--data {path}: line {line_no}: the label {items[0]!r} is not "
+                                f"a number") from None
+            if not math.isfinite(label):
+                raise DataError(f"--data {path}: line {line_no}: the label is not finite")
+            last = 0
+            for item in items[1:]:
+                idx, sep, val = item.partition(":")
+                if idx == "qid":
+                    continue
+                try:
+                    col, v = int(idx), float(val)
+                except ValueError:
+                    col, v = -1, math.nan
+                if not sep or col < 1:
+                    raise DataError(f"--data {path}: line {line_no}: {item!r} is not "
+                                    f"index:value with an index from 1")
+                if not math.isfinite(v):
+                    raise DataError(f"--data {path}: line {line_no}: {item!r}: the value is not "
+                                    f"finite")
+                if col <= last:
+                    raise DataError(f"--data {path}: line {line_no}: index {col} after {last}: "
+                                    f"the format has them in increasing order")
+                last = col
+                indices.append(col - 1)
+                values.append(v)
+            labels.append(label)
+            indptr.append(len(indices))
+    if not labels:
+        raise DataError(f"--data {path}: no rows")
+    cols = max(indices, default=-1) + 1
+    if n_features is not None:
+        if cols > n_features:
+            raise DataError(f"--data {path}: a feature index {cols} beyond the model's "
+                            f"{n_features} features")
+        cols = n_features
+    x = scipy.sparse.csr_matrix((np.array(values, np.float64), np.array(indices, np.int64),
+                                 np.array(indptr, np.int64)), shape=(len(labels), max(cols, 1)))
+    return x, np.array(labels)
 
 
 def load_npy(path: str, target: str) -> Table:
@@ -168,6 +305,16 @@ def load_features(path: str, n: int, names=None, target=None) -> np.ndarray:
     column but ``target``; from an .npz its array ``x``.  Errors name what is missing."""
     if not os.path.isfile(path):
         raise DataError(f"--data {path}: no such file")
+    if path.lower().endswith(SVMLIGHT) or is_sparse_npz(path):  # sparse rows
+        if path.lower().endswith(SVMLIGHT):
+            x = load_svmlight(path, n_features=n).x
+        else:
+            x = read_sparse_npz(path)
+            _check_sparse_values(path, x)
+        if x.ndim != 2 or x.shape[1] != n:
+            raise DataError(f"--data {path}: shape {x.shape}; the model takes {n} features per "
+                            f"row")
+        return x.tocsr()
     if path.lower().endswith(".npy"):
         x = np.load(path, mmap_mode="r", allow_pickle=False)
         if x.ndim != 2 or x.shape[1] != n:

@@ -39,7 +39,8 @@ from .machine import mpi_available, mpi_description  # noqa: F401  (here for use
 from .params import Params
 from .training.backends import Backend
 from .training.result import DivergenceError
-from .validation import as_numeric_array, check_finite, check_targets, one_hot
+from .validation import (as_numeric_array, check_finite, check_sparse_x, check_targets,
+                         is_sparse, one_hot)
 
 
 class LocalWorld:
@@ -138,9 +139,9 @@ class CollectiveSteps(Backend):
         self.n_val, self.x_val, self.y_val = n_val, x_val, y_val
 
     def rows(self, idx):
-        """``(x, y)`` of the global rows ``idx``, kernel-ready, checked for NaN and infinity."""
-        x = np.ascontiguousarray(as_numeric_array(self.x[idx], "x", self.dtype))
-        check_finite(x, f"x rows {int(idx.min())}..{int(idx.max())}")
+        """``(x, y)`` of the global rows ``idx``, kernel-ready, checked for NaN and infinity
+        (sparse rows: ``SparseRows``, whose values were checked once)."""
+        x = _take(self.x, idx, self.dtype)
         if self.loss == "softmax" and self.labels.ndim == 1:
             y = one_hot(self.labels[idx], self.k, self.dtype)
         else:
@@ -257,6 +258,8 @@ def _train(w, x, y, opts):
         ckpt_io.check_target(opts.checkpoint)
     x = open_rows(x)
     params, labels = _setup(x, y, opts, cfg.seed, resumed)
+    if is_sparse(x):  # every rank holds the CSR; a batch's share is its rows of it (no copy)
+        x = check_sparse_x(x, params.dtype, params.w1.shape[0])
     check_lr(opt.lr, params.dtype)
     rows, val = _split(x, labels, params, opts, cfg.seed)
     m = x.shape[0] if rows is None else rows.shape[0]
@@ -340,13 +343,24 @@ def _val_share(w, x, labels, val, params, loss):
         return None, None
     part = share(len(val), w.rank, w.size)
     if isinstance(val, _Given):
-        return np.ascontiguousarray(val.x[part]), np.ascontiguousarray(val.y[part])
+        xv = val.x[part] if is_sparse(val.x) else np.ascontiguousarray(val.x[part])
+        return xv, np.ascontiguousarray(val.y[part])
     idx = val[part]
-    xv = np.ascontiguousarray(as_numeric_array(x[idx], "x", params.dtype))
-    check_finite(xv, "x (validation rows)")
+    xv = _take(x, idx, params.dtype, "x (validation rows)")
     if loss == "softmax" and labels.ndim == 1:
         return xv, one_hot(labels[idx], k, params.dtype)
     return xv, np.ascontiguousarray(labels[idx], dtype=params.dtype)
+
+
+def _take(x, idx, dtype, name=None):
+    """Rows ``idx`` of ``x``, kernel-ready and checked finite: a dense copy, or for sparse input
+    (``SparseRows``, checked when it was made) the same matrix with those rows selected."""
+    if is_sparse(x):
+        return x[idx]
+    rows = np.ascontiguousarray(as_numeric_array(x[idx], "x", dtype))
+    if idx.size:
+        check_finite(rows, name or f"x rows {int(idx.min())}..{int(idx.max())}")
+    return rows
 
 
 def _variant(w, kernel, params, x, labels, loss, rows, batch, resumed):
@@ -360,7 +374,7 @@ def _variant(w, kernel, params, x, labels, loss, rows, batch, resumed):
 
         first = np.arange(batch) if rows is None else rows[:batch]
         idx = first[share(len(first), 0, w.size)]
-        xs = np.ascontiguousarray(as_numeric_array(x[idx], "x", params.dtype))
+        xs = _take(x, idx, params.dtype)
         ys = (one_hot(labels[idx], params.w2.shape[1], params.dtype)
               if loss == "softmax" and labels.ndim == 1 else
               np.ascontiguousarray(labels[idx], dtype=params.dtype))

@@ -81,19 +81,103 @@ def as_numeric_array(value, name: str, dtype: np.dtype) -> np.ndarray:
     return arr
 
 
-def check_x(x, params: Params) -> np.ndarray:
-    """``x`` as a kernel-ready (m, n) array in the params' dtype."""
+def check_x(x, params: Params):
+    """``x`` as a kernel-ready (m, n) array in the params' dtype, or for sparse input a
+    ``SparseRows`` (``check_sparse_x``)."""
     return check_inputs(x, params.dtype, n=params.w1.shape[0])
 
 
-def check_inputs(x, dtype, n=None) -> np.ndarray:
-    """``x`` as a kernel-ready (m, n) array of ``dtype``; any ``n >= 1`` when ``n`` is None."""
-    x = as_numeric_array(x, "x", dtype)
+def check_inputs(x, dtype, n=None, name="x"):
+    """``x`` as a kernel-ready (m, n) array of ``dtype``; any ``n >= 1`` when ``n`` is None.
+    A scipy.sparse matrix or array (or ``SparseRows``) becomes a ``SparseRows``."""
+    if is_sparse(x):
+        return check_sparse_x(x, dtype, n, name)
+    x = as_numeric_array(x, name, dtype)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1 or (n is not None and x.shape[1] != n):
         want = "(m, n) with m, n >= 1" if n is None else \
             f"(m, {n}) with m >= 1 (n = params.w1.shape[0])"
-        raise ValueError(f"x: expected shape {want}, got {x.shape}")
+        raise ValueError(f"{name}: expected shape {want}, got {x.shape}")
     return _kernel_ready(x)
+
+
+def is_sparse(x) -> bool:
+    """Whether ``x`` is a scipy.sparse matrix or array, or fastnn's ``SparseRows`` of one."""
+    module = type(x).__module__
+    if module.startswith("scipy.sparse"):
+        import scipy.sparse
+
+        return scipy.sparse.issparse(x)
+    return module == "fastnn.kernels.sparse"
+
+
+def _check_compressed(indptr, indices, major, minor, name):
+    """A CSR (or CSC) structure's invariants, checked before anything reads through it: an
+    ``indptr`` of ``major + 1`` non-decreasing offsets from 0 to at most the stored entries, and
+    every used index in ``[0, minor)``.  Returns the number of entries in use."""
+    indptr, indices = np.asarray(indptr), np.asarray(indices)
+    if indptr.ndim != 1 or indptr.shape[0] != major + 1 or indptr.dtype.kind not in "iu":
+        raise ValueError(f"{name}: indptr must be {major + 1} integers (rows + 1), got "
+                         f"{indptr.shape} of {indptr.dtype}")
+    if indptr[0] != 0 or (major and np.any(indptr[1:] < indptr[:-1])):
+        raise ValueError(f"{name}: indptr must start at 0 and never decrease")
+    nnz = int(indptr[-1])
+    if indices.ndim != 1 or indices.dtype.kind not in "iu" or nnz > indices.shape[0]:
+        raise ValueError(f"{name}: indptr ends at {nnz}, but there are "
+                         f"{indices.shape[0] if indices.ndim == 1 else indices.shape} indices")
+    used = indices[:nnz]
+    if nnz and (int(used.min()) < 0 or int(used.max()) >= minor):
+        bad = int(np.flatnonzero((used < 0) | (used >= minor))[0])
+        raise ValueError(f"{name}: stored entry {bad} has index {int(used[bad])}, outside "
+                         f"[0, {minor})")
+    return nnz
+
+
+def check_sparse_x(x, dtype, n=None, name="x"):
+    """A scipy.sparse matrix or array (CSR, CSC, COO, any other format; int32 or int64 indices;
+    unsorted indices and duplicates as scipy means them: summed) as a ``SparseRows`` of
+    ``dtype``, never densified: CSR is used as it is (its entries copied only to change their
+    dtype or their indices to int64), another format is converted to CSR by scipy once.  Every
+    index is checked first (the kernels do no bounds checks), and the values must be finite."""
+    from .kernels.sparse import SparseRows
+
+    dtype = np.dtype(dtype)
+    if isinstance(x, SparseRows):
+        if x.n < 1 or x.shape[0] < 1 or (n is not None and x.n != n):
+            raise ValueError(f"{name}: expected sparse rows with {n} columns, got {x.shape}")
+        if x.dtype == dtype:
+            return x
+        return SparseRows(x.indptr, x.indices, x.data.astype(dtype), x.n, x.rows)
+    shape = x.shape
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1 or (n is not None and shape[1] != n):
+        want = "(m, n) with m, n >= 1" if n is None else \
+            f"(m, {n}) with m >= 1 (n = params.w1.shape[0])"
+        raise ValueError(f"{name}: expected a sparse matrix of shape {want}, got {shape}")
+    if x.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{name}: expected real numbers (bool, int or float), got a sparse "
+                        f"matrix of dtype {x.dtype}")
+    m, cols = shape
+    fmt = x.format
+    if fmt == "csc":
+        _check_compressed(x.indptr, x.indices, cols, m, name)
+    elif fmt == "coo":
+        coords = getattr(x, "coords", None) or (x.row, x.col)
+        for axis, (c, size) in enumerate(zip(coords, shape)):
+            if c.size and (int(c.min()) < 0 or int(c.max()) >= size):
+                raise ValueError(f"{name}: a stored entry's {('row', 'column')[axis]} index is "
+                                 f"outside [0, {size})")
+        if len(coords[0]) != len(x.data):
+            raise ValueError(f"{name}: {len(coords[0])} coordinates for {len(x.data)} values")
+    elif fmt != "csr" and hasattr(x, "check_format"):
+        x.check_format(full_check=True)
+    csr = x if fmt == "csr" else x.tocsr()
+    nnz = _check_compressed(csr.indptr, csr.indices, m, cols, name)
+    data = np.asarray(csr.data)
+    if data.shape[0] < nnz:
+        raise ValueError(f"{name}: indptr ends at {nnz}, but there are {data.shape[0]} values")
+    data = np.ascontiguousarray(data[:nnz], dtype=dtype)
+    check_finite(data, f"{name} (its stored values)")
+    return SparseRows(np.ascontiguousarray(csr.indptr, dtype=np.int64),
+                      np.ascontiguousarray(csr.indices[:nnz], dtype=np.int64), data, cols)
 
 
 def check_y(y, params: Params, m: int) -> np.ndarray:

@@ -167,3 +167,28 @@ class DigitsLBFGS:
         return float(self.model.score(self.xte, self.yte))
 
     track_accuracy.unit = "accuracy"
+
+
+class Sparse:
+    """The sparse rung (``fastnn bench-train --benches sparse-scaling``'s problem): 2 epochs of
+    float32 SGD from given parameters on 2048 CSR rows with 200 stored entries each, at 20,000
+    and 200,000 features (the time should grow with the stored entries, not the features)."""
+
+    params = [[20_000, 200_000]]
+    param_names = ["features"]
+    timeout = 300
+
+    def setup(self, features):
+        import numpy as np
+
+        import fastnn
+        from fastnn.profiling.sparse_bench import problem
+
+        self.x, self.y = problem(n=features)
+        self.p0 = fastnn.init_params(features, 256, 10, dtype=np.float32, seed=0)
+        self.train = fastnn.train
+        self.time_epochs(features)  # compiled (or loaded) before timing
+
+    def time_epochs(self, features):
+        self.train(self.x, self.y, params=self.p0, epochs=2, batch_size=256, loss="softmax",
+                   lr=0.1, seed=0)

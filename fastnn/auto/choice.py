@@ -270,12 +270,27 @@ def remembered() -> dict:
 
 # --- every kernel= name to a variant --------------------------------------------------------------
 
+def sparse_variant(name) -> Variant:
+    """The variant for sparse input (a ``SparseRows``): the sparse rung for ``auto`` (the only
+    one that takes it; nothing to measure), an error for a dense variant's name."""
+    if name == kernels.AUTO or name in kernels.SPARSE:
+        return kernels.SPARSE["sparse" if name == kernels.AUTO else name]
+    raise ValueError(f"kernel: {name!r} takes dense x; sparse x runs on "
+                     f"{', '.join(repr(s) for s in kernels.SPARSE)} (or 'auto'), or pass "
+                     f"x.toarray() to run {name!r}")
+
+
 def resolve(name, params: Params, x, y=None, *, measure=True, whole_loop=False) -> Variant:
     """The variant that runs for ``kernel=name`` on this problem.  A variant's name (or alias)
     is that variant; ``"auto"`` is ``choose``'s pick for the shape of ``x`` (``measure``: it may
     measure now, as a training step does; ``whole_loop``: only variants with compiled training
     loops).  ``x``, ``y``: validated, kernel-ready arrays (``y`` may be None when not measuring).
     """
+    if getattr(x, "format", None) == "fastnn-csr-rows":
+        return sparse_variant(name)
+    if name in kernels.SPARSE:
+        raise ValueError(f"kernel: {name!r} takes sparse x (a scipy.sparse matrix or array), got "
+                         f"a dense array; pass kernel='auto' or a dense variant")
     if name != kernels.AUTO:
         return kernels.get(name)
     if y is None:

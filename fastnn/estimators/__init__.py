@@ -81,6 +81,7 @@ class MLPRegressor(RegressorMixin, MLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True  # y may be (n_samples, n_outputs)
         tags.target_tags.single_output = True
+        tags.input_tags.sparse = True  # scipy.sparse X trains on the sparse rung
         return tags
 
     def _targets(self, y, n, incremental, reset):
@@ -144,6 +145,7 @@ class MLPClassifier(ClassifierMixin, MLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True  # scipy.sparse X trains on the sparse rung
         return tags
 
     def _targets(self, y, n, incremental, reset):

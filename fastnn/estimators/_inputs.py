@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 
 from ..params import as_float_dtype
-from ..validation import check_finite
+from ..validation import check_finite, check_sparse_x, is_sparse
 from ._compat import HAVE_SKLEARN, DataConversionWarning
 
 
@@ -68,9 +68,9 @@ def check_X(est, X, *, reset):
     unless ``dtype`` says otherwise), without a second copy where none is needed (the NaN check
     sums first and looks for the culprit in blocks only when the sum is not finite)."""
     name = type(est).__name__
-    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
-        raise TypeError(f"{name} does not accept sparse input yet; convert it with X.toarray()")
     check_feature_names(est, X, reset=reset)
+    if is_sparse(X):
+        return _check_sparse_X(est, X, name, reset)
     try:
         arr = np.asarray(X)
     except (TypeError, ValueError) as exc:
@@ -107,6 +107,34 @@ def check_X(est, X, *, reset):
     elif arr.shape[1] != est.n_features_in_:
         raise ValueError(f"X has {arr.shape[1]} features, but {name} is expecting "
                          f"{est.n_features_in_} features as input.")
+    return arr
+
+
+def _check_sparse_X(est, X, name, reset):
+    """``check_X`` of a scipy.sparse matrix or array: a ``SparseRows`` (the sparse rung's input,
+    ``fastnn.validation.check_sparse_x``: never densified), with scikit-learn's messages."""
+    if X.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    shape = X.shape
+    if len(shape) != 2:
+        raise ValueError(f"Expected 2D array, got {len(shape)}D array instead")
+    for axis, what in ((0, "sample"), (1, "feature")):
+        if shape[axis] < 1:
+            raise ValueError(f"Found array with 0 {what}(s) (shape={shape}) while a minimum of "
+                             f"1 is required by {name}.")
+    if not reset and shape[1] != est.n_features_in_:
+        raise ValueError(f"X has {shape[1]} features, but {name} is expecting "
+                         f"{est.n_features_in_} features as input.")
+    dtype = data_dtype(est, X) if reset else est._dtype
+    try:
+        arr = check_sparse_x(X, dtype, None, "X")
+    except ValueError as exc:
+        if "NaN or inf" in str(exc):
+            raise ValueError("Input X contains NaN or infinity.") from None
+        raise
+    if reset:
+        est.n_features_in_ = shape[1]
+        est._dtype = dtype
     return arr
 
 

@@ -9,6 +9,8 @@
     chunked         6  hidden units in chunks over Numba's threads, 1-thread BLAS in each
     dual            7  training in the span of the data (fewer rows than features): a form of a
                        whole training run, not a per-step variant
+    sparse          8  CSR input: the first layer over the stored entries only (its ``x`` is
+                       sparse, so it is listed apart: ``SPARSE``, not ``variants()``)
 
 Each module declares its ``VARIANTS`` (``variant.Variant``: the step contract and the facts the
 tests, the benchmarks and ``auto`` read) and, for a form of a whole run, its ``FORMS``
@@ -30,11 +32,16 @@ from . import jit
 # ever cached next to the sources (a read-only install, a stale cache: tests/test_cache_and_registry.py).
 with jit.cache_location():
     from .variant import TrainingForm, Variant
-    from . import chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, tiled
+    from . import (chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, sparse,
+                   tiled)
 
-LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked, dual)
+LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked, dual, sparse)
 
 _REGISTRY: dict[str, Variant] = {v.name: v for module in LADDER for v in module.VARIANTS}
+# The rungs for sparse input (``kernels/sparse.py``): ``x`` a ``sparse.SparseRows``, never a
+# dense array, so no dense test or benchmark runs them; sparse input runs nothing else.
+SPARSE: dict[str, Variant] = {v.name: v for module in LADDER
+                              for v in getattr(module, "SPARSE_VARIANTS", ())}
 FORMS: dict[str, TrainingForm] = {f.name: f for module in LADDER
                                   for f in getattr(module, "FORMS", ())}
 
@@ -61,9 +68,9 @@ def names(*, reference: bool = False) -> list[str]:
 
 
 def available() -> list[str]:
-    """Every name ``kernel=`` accepts: the variants, ``reference``, the training forms and
-    ``auto``."""
-    return names(reference=True) + list(TRAINING_FORMS) + [AUTO]
+    """Every name ``kernel=`` accepts: the variants, ``reference``, the training forms, the
+    sparse rungs and ``auto``."""
+    return names(reference=True) + list(TRAINING_FORMS) + list(SPARSE) + [AUTO]
 
 
 def get(name) -> Variant:
@@ -76,7 +83,7 @@ def get(name) -> Variant:
                       FutureWarning, stacklevel=3)
         name = ALIASES[name]
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[name] if name in _REGISTRY else SPARSE[name]
     except KeyError:
         if name == AUTO:
             raise ValueError("kernel: 'auto' is not a variant; fastnn.auto.choice.resolve('auto', "

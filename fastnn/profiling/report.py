@@ -162,8 +162,56 @@ def runs(report) -> str:
     return "\n".join(lines)
 
 
+def sparse(report) -> str:
+    """The sparse rung's benchmarks (``fastnn bench-train --benches sparse-*``,
+    ``report["sparse"]``, ``profiling/sparse_bench.py``): one line each."""
+    meta = report.get("sparse") or {}
+    rows = {r["bench"]: r for r in meta.get("rows") or []}
+    if not rows:
+        return "*(no sparse rows in docs/results.json)*"
+    lines = []
+    r = rows.get("sparse-scaling")
+    if r:
+        lines.append(f"- **Cost against features** (2048 rows, {r['stored_per_row']} stored a row, "
+                     f"hidden {r['hidden']}, {r['classes']} classes, float32 SGD, batch "
+                     f"{r['batch']}, {r['epochs']} epochs, from given initial parameters): "
+                     f"{r['features'][0]:,} features "
+                     f"{r['few_s'] * 1e3:.1f} ms, {r['features'][1]:,} features "
+                     f"{r['many_s'] * 1e3:.1f} ms: **{r['many_over_few']:.2f}x** the time for "
+                     f"{r['features'][1] // r['features'][0]}x the features (a dense first layer: "
+                     f"{r['features'][1] // r['features'][0]}x); {r['gflops']:.1f} GFLOP/s of "
+                     f"the sparse step's own flops, {r['dense_gflops_equivalent']:.0f} GFLOP/s "
+                     f"counted as the dense step would.  The same runs drawing their He "
+                     f"parameters in the call (`n x h` normal draws: `O(n h)` whatever is "
+                     f"stored): {r['few_with_init_s'] * 1e3:.0f} and "
+                     f"{r['many_with_init_s'] * 1e3:.0f} ms, {r['many_over_few_with_init']:.2f}x.")
+    r = rows.get("sparse-sklearn")
+    if r:
+        lines.append(f"- **`MLPClassifier(solver=\"sgd\")`** on that {r['features']:,}-feature "
+                     f"matrix ({r['stored']:,} stored), hidden {r['hidden']}, {r['epochs']} "
+                     f"epochs: fastnn {r['fit_s']:.3f} s, scikit-learn {r['sklearn_fit_s']:.2f} s: "
+                     f"**{r['x_vs_sklearn']:.1f}x** (training accuracy {r['accuracy']:.4f} and "
+                     f"{r['sklearn_accuracy']:.4f}).")
+    r = rows.get("sparse-text")
+    if r:
+        lines.append(f"- **Text** (TF-IDF of synthetic documents, {r['rows']:,} x "
+                     f"{r['features']:,}, {100 * r['density']:.2f}% stored), `MLPClassifier()` "
+                     f"(Adam, hidden {r['hidden']}, {r['epochs']} epochs): fastnn {r['fit_s']:.2f} "
+                     f"s, scikit-learn {r['sklearn_fit_s']:.2f} s: **{r['x_vs_sklearn']:.2f}x**; "
+                     f"test accuracy {r['accuracy']:.4f} and {r['sklearn_accuracy']:.4f}; "
+                     f"fastnn's peak memory in the fit {r['peak_bytes'] / 2**20:.0f} MiB, the "
+                     f"dense matrix {r['dense_bytes'] / 2**20:.0f} MiB.")
+    lines.append("")
+    lines.append(f"Paired medians of {max(3, meta.get('rounds', 0) // 2)} rounds; "
+                 f"{meta.get('threads', '?')} threads; measured {meta.get('date', '?')} with "
+                 f"`{meta.get('command', 'fastnn bench-train')}`.")
+    return "\n".join(lines)
+
+
 def section(report, what: str) -> str:
-    """The text between one pair of markers: ``table``, ``runs`` or ``rung=NAME``."""
+    """The text between one pair of markers: ``table``, ``runs``, ``sparse`` or ``rung=NAME``."""
+    if what == "sparse":
+        return sparse(report)
     if what == "table":
         return table(report) + "\n\n" + footnote(report)
     if what == "runs":

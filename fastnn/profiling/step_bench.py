@@ -352,6 +352,11 @@ def main(args) -> int:
         dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
         kernels = args.kernels.split(",") if args.kernels else fastnn.kernels.names()
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
+        for k in kernels:
+            if k in fastnn.kernels.SPARSE:
+                raise ValueError(f"kernels: {k!r} takes sparse x; its benchmarks are "
+                                 f"fastnn bench-train --benches sparse-scaling,sparse-sklearn,"
+                                 f"sparse-text")
         stages = args.stages.split(",")
         for st in stages:
             if st not in STAGES:

@@ -375,17 +375,24 @@ def main(args) -> int:
         dtype = as_float_dtype(args.dtype)
         kernels = args.kernels.split(",")
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
+        for k in kernels:
+            if k in fastnn.kernels.SPARSE:
+                raise ValueError(f"kernels: {k!r} takes sparse x; its benchmarks are "
+                                 f"fastnn bench-train --benches sparse-scaling,sparse-sklearn,"
+                                 f"sparse-text")
         which = args.benches.split(",")
+        from .sparse_bench import BENCHES as SPARSE_BENCHES
+
         for w in which:
-            if w not in ("epoch", "digits", "digits-lbfgs") + tuple(RUNS):
+            if w not in ("epoch", "digits", "digits-lbfgs") + tuple(RUNS) + tuple(SPARSE_BENCHES):
                 raise ValueError(f"benches: expected some of epoch, digits, digits-lbfgs, "
-                                 f"{', '.join(RUNS)}; got {w!r}")
+                                 f"{', '.join(RUNS)}, {', '.join(SPARSE_BENCHES)}; got {w!r}")
         from ..kernels.common import activations as acts
 
         activations = args.activation.split(",")
         for a in activations:
             acts.of(a)
-        if "digits" in which or "digits-lbfgs" in which:
+        if {"digits", "digits-lbfgs", "sparse-sklearn", "sparse-text"} & set(which):
             try:
                 import sklearn  # noqa: F401
             except ImportError:
@@ -423,6 +430,9 @@ def main(args) -> int:
         for k in kernels:
             rows += bench_digits_lbfgs(kernel=k, rounds=max(3, args.rounds // 2),
                                        settle=args.settle)
+    for w, bench in SPARSE_BENCHES.items():
+        if w in which:
+            rows += bench(rounds=max(3, args.rounds // 2), settle=args.settle)
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

@@ -29,7 +29,7 @@ from ..auto import choice, policy
 from ..auto.thread_watch import ThreadWatch
 from ..threads import get_num_threads, num_threads
 from ..threads import held as threads_held
-from ..validation import check_lr
+from ..validation import check_lr, is_sparse
 from .backends import Backend, DualSteps, LocalSteps
 from .loop import PROBE_STEPS, Run
 from .options import Options
@@ -124,7 +124,7 @@ def run(x, y, opts: Options) -> TrainResult:
     batch = m if opts.batch_size is None else min(opts.batch_size, m)
     per_epoch = -(-m // batch)
     if rows is not None and per_epoch == 1:  # full batches: gather the training rows once
-        x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
+        x, y, rows = _rows_of(x, rows), np.ascontiguousarray(y[rows]), None
     total = opts.iters if opts.iters is not None else opts.epochs * per_epoch
     cfg = cfg.with_data(batch, m, None if x_val is None else int(x_val.shape[0]))
     every = opts.checkpoint_every
@@ -148,7 +148,7 @@ def run(x, y, opts: Options) -> TrainResult:
         if watch is not None:
             watch.probe = p.cost >= policy.ADAPT_FLOPS
         if p.dual and rows is not None:  # the dual form keeps its training rows together
-            x, y, rows = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows]), None
+            x, y, rows = _rows_of(x, rows), np.ascontiguousarray(y[rows]), None
 
         def backend_for(route: Route) -> Backend:
             if route.form == "dual":
@@ -165,11 +165,17 @@ def run(x, y, opts: Options) -> TrainResult:
         loop.execute(opts.callback, opts.callback_every, checkpoint, every, opts.progress)
     result = loop.result()
     if (opts.kernel == AUTO and len(result.schedule) == 1 and not p.dual
-            and result.n_steps > PROBE_STEPS):
+            and result.n_steps > PROBE_STEPS and not is_sparse(x)):  # (dense shapes' notes)
         choice.note_run(params, batch, result.ran, result.schedule[0][2],
                         result.seconds_per_iter)
     finish(result, loop, opt, per_epoch, opts.on_divergence, checkpoint)
     return result
+
+
+def _rows_of(x, rows):
+    """The rows ``rows`` of ``x`` together: a C-contiguous copy of a dense ``x``; for sparse
+    input (``SparseRows``) the same matrix with those rows selected (no entry copied)."""
+    return x[rows] if is_sparse(x) else np.ascontiguousarray(x[rows])
 
 
 def finish(result, loop, opt, per_epoch, on_divergence, checkpoint=None) -> None:

@@ -167,7 +167,8 @@ class Run:
         least ``steps`` steps have run since the last copy (the backend's own state too: the
         dual form's ``w1`` here may be stale, its ``A`` is what counts)."""
         if self.state.step - self.snapshot_step >= steps:
-            self.snapshot = self.params.copy()
+            for kept, p in zip(self.snapshot, self.params):  # into the same buffers: a new
+                np.copyto(kept, p)  # copy of a large w1 costs its page faults again each time
             self.backend_snapshot = self.backend.save_state()
             self.snapshot_step = self.state.step
 

@@ -17,7 +17,9 @@ from typing import NamedTuple, Optional
 from .. import kernels
 from ..auto import build, policy
 from ..auto.choice import resolve
+from ..kernels import sparse
 from ..kernels.variant import Variant, step_flops
+from ..validation import is_sparse
 
 
 class Route(NamedTuple):
@@ -56,6 +58,14 @@ def plan(opts, opt, params, m, batch, total, resumed, first_batch, materializati
     ``params`` (``first_batch()``: ``(x, y)`` of its first batch, what ``auto`` measures on)."""
     n, h = params.w1.shape
     k = params.w2.shape[1]
+    xb, yb = first_batch()
+    if is_sparse(xb):  # one rung takes sparse input: nothing to choose, measure or build first
+        if opts.kernel in kernels.FORMS:
+            raise ValueError(f"kernel {opts.kernel!r}: the dual form takes dense x; sparse x "
+                             f"trains on the sparse rung (kernel='auto' or 'sparse')")
+        variant, whole = choose_variant(opts.kernel, opts.whole_loop, params, xb, yb, resumed)
+        return Plan(Route("primal", variant, whole),
+                    cost=sparse.step_flops(xb.stored(), xb.shape[0], h, k))
     dual = choose_dual(opts.kernel, opts.whole_loop, opt, params, m, batch, total, resumed,
                        materializations)
     # (the dual form's step is G[b] @ A and the primal output layer: 2 B M h + 6 B h k)
@@ -71,8 +81,7 @@ def plan(opts, opt, params, m, batch, total, resumed, first_batch, materializati
             cost = cost if not opt.momentum else step_flops(batch, n, h, k)
             return Plan(_numpy(), then, "dual" if then.form == "dual" else kernels.PRIMARY, cost)
         return Plan(route, cost=cost)
-    variant, whole = choose_variant(opts.kernel, opts.whole_loop, params, *first_batch(),
-                                    resumed)
+    variant, whole = choose_variant(opts.kernel, opts.whole_loop, params, xb, yb, resumed)
     route = Route("primal", variant, whole)
     if auto_fresh and variant.name == policy.BOOTSTRAP and build.building(params.dtype):
         # nothing compiled yet: it is being built; the primary route, not measured (that would

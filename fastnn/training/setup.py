@@ -8,7 +8,8 @@ import numpy as np
 
 from ..params import as_float_dtype, init_params
 from ..validation import (as_numeric_array, check_finite, check_inputs, check_params,
-                          check_sample_weight, check_targets, check_x, with_weights)
+                          check_sample_weight, check_targets, check_x, is_sparse,
+                          with_weights)
 from .options import check_fraction
 
 
@@ -53,11 +54,14 @@ def setup_params(opts, x, y, seed, resumed):
     """``(params, x, y)``: the run's parameters (``initial_params``) and the data checked
     against them (kernel-ready, finite; ``sample_weight`` as one more column of ``y``, the
     kernels' convention for weighted rows)."""
+    sparse = is_sparse(x)
     params = initial_params(opts, getattr(x, "dtype", None),
-                            lambda dtype: check_inputs(x, dtype).shape[1], y, seed, resumed)
-    x = check_x(x, params)
+                            lambda dtype: x.shape[1] if sparse else check_inputs(x, dtype).shape[1],
+                            y, seed, resumed)
+    x = check_x(x, params)  # (sparse: a SparseRows, its values checked finite)
     y = check_targets(y, params, x.shape[0], opts.loss)
-    check_finite(x, "x")
+    if not sparse:
+        check_finite(x, "x")
     check_finite(y, "y")
     y = with_weights(y, check_sample_weight(opts.sample_weight, x.shape[0], params.dtype))
     return params, x, y
@@ -91,7 +95,8 @@ def split(x, y, params, opts, seed):
     if opts.validation_data is not None:
         x_val = check_x(opts.validation_data[0], params)
         y_val = check_targets(opts.validation_data[1], params, x_val.shape[0], opts.loss)
-        check_finite(x_val, "validation_data x")
+        if not is_sparse(x_val):
+            check_finite(x_val, "validation_data x")
         check_finite(y_val, "validation_data y")
         return None, x_val, y_val
     if opts.validation_fraction is None:

@@ -75,4 +75,6 @@ def batch_rows(x, y, order, block, size=None):
     if order is None:
         return x[s:e], y[s:e]
     rows = order[s:e]
+    if not isinstance(x, np.ndarray):  # sparse rows (``kernels/sparse.py``): rows of rows
+        return x[rows], np.take(y, rows, axis=0)
     return np.take(x, rows, axis=0), np.take(y, rows, axis=0)

@@ -122,6 +122,26 @@ def vstore2(typingctx, arr, i, j, v):
 
 
 @intrinsic
+def prefetch2(typingctx, arr, i, j):
+    """A hint to bring ``arr[i, j]``'s cache line in for reading (``llvm.prefetch``, kept in
+    all cache levels): for rows read in an order the hardware prefetcher cannot guess (the
+    sparse rung's rows of ``w1``).  Never faults, so an index may be anything in range."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], args[2])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8" if _TYPED_POINTERS else "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, types.intp, types.intp), codegen
+
+
+@intrinsic
 def vsplat(typingctx, x):
     """A vector with every lane equal to the float ``x``."""
     vt = _vector_of(x)
