@@ -349,3 +349,53 @@ def test_svmlight_reader_without_scikit_learn(tmp_path):
     (tmp_path / "b.svm").write_text("1 2:0.5 2:1\n")
     with pytest.raises(ValueError, match="line 1: index 2 after 2"):
         _parse_svmlight(str(tmp_path / "b.svm"))
+
+
+def test_estimator_early_stopping_on_sparse_data_equals_scikit_learns():
+    sk = pytest.importorskip("sklearn.neural_network")
+    x = random_csr(400, 300, 0.03, seed=6)
+    labels = (x @ np.random.default_rng(1).standard_normal(300) > 0).astype(int)
+    kw = dict(hidden_layer_sizes=(16,), early_stopping=True, max_iter=12, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, theirs = fastnn.MLPClassifier(**kw).fit(x, labels), sk.MLPClassifier(**kw).fit(
+            x, labels)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)
+    tol = run_tolerance(np.float64, 2 * ours.n_iter_ * 2, 200, 300, 16, 1)
+    for a, b in zip(ours.coefs_, theirs.coefs_):
+        assert_close(a, b, tol, "coefs")
+
+
+MPI_SPARSE_JOB = """
+    import hashlib, sys, numpy as np, scipy.sparse as sp, fastnn
+    from fastnn import distributed
+    from mpi4py import MPI
+    x = sp.random(97, 400, density=0.05, random_state=1, format="csr")
+    y = np.random.default_rng(0).integers(0, 3, 97)
+    kw = dict(hidden=13, epochs=3, batch_size=16, loss="softmax", lr=0.05, seed=2,
+              optimizer="adam", validation_fraction=0.2)
+    got = distributed.train(x, y, **kw)
+    want = fastnn.train(x, y, **dict(kw, threads=1))
+    err = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(got.params,
+                                                                          want.params))
+    digest = hashlib.sha256(b"".join(p.tobytes() for p in got.params)).hexdigest()
+    with open(f"{sys.argv[1]}.{MPI.COMM_WORLD.Get_rank()}", "w") as f:
+        f.write(f"{got.ran} {digest} {err!r} {got.n_steps}")
+"""
+
+
+def test_an_mpi_job_on_sparse_rows(tmp_path):
+    """Two ranks, each its share of every batch's CSR rows: the same bits on both, one
+    machine's run to the run bound."""
+    from fastnn import distributed
+    import test_distributed as td
+
+    if not distributed.mpi_available():
+        pytest.skip("mpi4py not installed")
+    res = td._mpi(2, MPI_SPARSE_JOB, tmp_path / "out")
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [(tmp_path / f"out.{r}").read_text().split() for r in range(2)]
+    assert ranks[0][0] == "sparse" and ranks[0][1] == ranks[1][1]
+    steps = int(ranks[0][3])
+    assert float(ranks[0][2]) <= run_tolerance(np.float64, steps, 16, 400, 13, 3)
