@@ -399,3 +399,21 @@ def test_an_mpi_job_on_sparse_rows(tmp_path):
     assert ranks[0][0] == "sparse" and ranks[0][1] == ranks[1][1]
     steps = int(ranks[0][3])
     assert float(ranks[0][2]) <= run_tolerance(np.float64, steps, 16, 400, 13, 3)
+
+
+@pytest.mark.parametrize("nnz", [0, 3])
+def test_empty_rows_empty_columns_and_no_entries_at_all(nnz, dtype):
+    """Rows with no entries get z1 = b1; a matrix with none at all is valid input too."""
+    rows, cols = np.array([1, 1, 3][:nnz]), np.array([4, 0, 4][:nnz])
+    x = sp.csr_matrix((np.array([2.0, -1.0, 0.5][:nnz]), (rows, cols)), shape=(5, 6))
+    params = fastnn.init_params(6, 4, 2, dtype=dtype, seed=0)
+    params.b1[:] = [0.5, -0.5, 1.0, 0.0]
+    y = np.random.default_rng(0).standard_normal((5, 2))
+    loss, grads = fastnn.loss_and_grads(params, x, y)
+    ref_loss, ref = reference.loss_and_grads(params_as(params, np.float64),
+                                             x.toarray().astype(np.float64), y)
+    tol = tolerance(dtype, 5, 6, 4, 2)
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    for name, g, r in zip(fastnn.Params._fields, grads, ref):
+        assert_close(g, r, tol, name)
+    assert not grads.w1[[2, 3, 5]].any()  # columns no row stores: no gradient
