@@ -223,5 +223,7 @@ def test_build_fills_the_cache_with_what_auto_runs(capsys):
     out = capsys.readouterr().out
     assert "cache" in out and ("ready already" in out or "built" in out)
     assert all(kernels.ready(t, "float64") for t in background.targets())
+    assert kernels.ready("sparse", "float64")  # fastnn build includes the sparse rung
+    assert "sparse" not in background.targets()  # the background build does not
     assert cli.main(["build", "--dtype", "float16"]) == 2
     assert "expected float32 and/or float64" in capsys.readouterr().err

@@ -185,7 +185,8 @@ def step(indptr, indices, data, rows, y, p, g, w, lr, update, loss_kind, parts):
     loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind, w.act)
     if not update:
         zero(g.w1)
-        scatter(indptr, indices, data, rows, dz1, 1.0, g.w1, parts)
+        # (alpha in the params' dtype, as -lr below: one compiled scatter, not two)
+        scatter(indptr, indices, data, rows, dz1, p.w1.dtype.type(1.0), g.w1, parts)
         transpose(w.dw2t, g.w2)
     elif np.isfinite(loss):
         scatter(indptr, indices, data, rows, dz1, -lr, p.w1, parts)
