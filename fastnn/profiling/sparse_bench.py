@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import time
 import tracemalloc
-import warnings
 
 import numpy as np
 
 from .timing import SETTLE, paired_ratio
+from .train_bench import quiet_fit
 
 
 def problem(m=2048, n=20_000, per_row=200, k=10, dtype=np.float32, seed=0):
@@ -146,11 +146,7 @@ def bench_sklearn(n=200_000, *, rounds=3, settle=SETTLE, out=print):
     fitted = {}
 
     def fit(model, key):
-        def run():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fitted[key] = model.fit(x, labels)
-        return run
+        return quiet_fit(fitted, key, model, x, labels)
 
     fit(ours, "ours")()
     ratio, ta, tb = paired_ratio(fit(ours, "ours"), fit(theirs, "theirs"), rounds=rounds,
@@ -180,11 +176,7 @@ def bench_text(*, max_iter=10, rounds=3, settle=SETTLE, out=print):
     fitted = {}
 
     def fit(model, key):
-        def run():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fitted[key] = model.fit(xtr, ytr)
-        return run
+        return quiet_fit(fitted, key, model, xtr, ytr)
 
     fit(ours, "ours")()
     tracemalloc.start()
