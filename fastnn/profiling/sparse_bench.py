@@ -20,8 +20,7 @@ import tracemalloc
 
 import numpy as np
 
-from .timing import SETTLE, paired_ratio
-from .train_bench import quiet_fit
+from .timing import SETTLE, paired_ratio, quiet_fit
 
 
 def problem(m=2048, n=20_000, per_row=200, k=10, dtype=np.float32, seed=0):

@@ -97,3 +97,15 @@ def blas_peak(dtype, size=2048, reps=5) -> float:
         return time.perf_counter() - t0
 
     return 2 * size**3 / min(once() for _ in range(reps)) / 1e9
+
+
+def quiet_fit(fitted, key, model, x, y):
+    """A callable that fits ``model`` on ``(x, y)`` with its warnings silenced (a timed fit
+    that stops at ``max_iter`` warns each time) and keeps it as ``fitted[key]``."""
+    import warnings
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted[key] = model.fit(x, y)
+    return run

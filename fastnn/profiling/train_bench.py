@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ..kernels.variant import step_flops
-from .timing import SETTLE, blas_peak, paired_ratio
+from .timing import SETTLE, blas_peak, paired_ratio, quiet_fit
 
 EPOCH_SHAPE = (8192, 784, 512, 10)
 
@@ -355,18 +355,6 @@ def bench_digits_lbfgs(hidden=100, max_iter=200, kernel="auto", *, rounds=5, set
         f"{acc_theirs:.4f}): {ratio:.2f}x faster; scikit-learn on one BLAS thread "
         f"{row['sklearn_one_thread_fit_s']:.3f} s: {ratio1:.2f}x")
     return [row]
-
-
-def quiet_fit(fitted, key, model, x, y):
-    """A callable that fits ``model`` on ``(x, y)`` with its warnings silenced (a timed fit
-    that stops at ``max_iter`` warns each time) and keeps it as ``fitted[key]``."""
-    import warnings
-
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fitted[key] = model.fit(x, y)
-    return run
 
 
 def main(args) -> int:
