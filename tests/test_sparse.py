@@ -12,8 +12,8 @@ import pytest
 
 import fastnn
 from fastnn import reference
-from conftest import (ACTIVATION_ULPS, UNIT_ROUNDOFF, assert_close, assert_runs_close, params_as, run_tolerance,
-                      tolerance)
+from conftest import (ACTIVATION_ULPS, UNIT_ROUNDOFF, assert_close, assert_runs_close, params_as,
+                      response_tolerance, run_tolerance, tolerance)
 
 sp = pytest.importorskip("scipy.sparse")
 
@@ -268,14 +268,25 @@ def test_estimator_on_sparse_data_equals_scikit_learns(solver):
         ours = fastnn.MLPClassifier(**kw).fit(x, labels)
         theirs = sk.MLPClassifier(**kw).fit(x, labels)
     assert ours.kernel_ == "sparse"
-    # 15 epochs (lbfgs: iterations) of float64 arithmetic in another summation order
+    # 15 epochs (lbfgs: iterations) of float64 arithmetic in another summation order (rule 3;
+    # L-BFGS amplifies: rule 4, scikit-learn's own run's response)
+    want = theirs.coefs_ + theirs.intercepts_
     tol = run_tolerance(np.float64, 15 * 2, 200, 500, 20, 3)
+    if solver == "lbfgs":
+        def fit(xx):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                est = sk.MLPClassifier(**kw).fit(xx, labels)
+            return est.coefs_ + est.intercepts_
+
+        tol = response_tolerance(fit, x, tolerance(np.float64, 300, 500, 20, 3), want, tol)
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=tol)
-    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
-        assert_close(a, b, tol if solver != "lbfgs" else 1e-9, "coefs")
+    for a, b in zip(ours.coefs_ + ours.intercepts_, want):
+        assert_close(a, b, tol, "coefs")
     np.testing.assert_array_equal(ours.predict(x.tocsc()), theirs.predict(x.tocsc()))
-    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-9,
-                               atol=1e-12)
+    # the probabilities: through two more layers of sums, a few times the parameters' bound
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=0,
+                               atol=100 * tol)
 
 
 def test_estimator_partial_fit_regressor_and_errors():
