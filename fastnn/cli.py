@@ -115,8 +115,10 @@ def _train_parser(sub) -> None:
     g.add_argument("--init", choices=["normal", "he"],
                    help="parameter init; 'normal' is the seed's N(0, 1) (default: normal for the "
                         "seed's experiment, he on data)")
-    g.add_argument("--dtype", choices=["float64", "float32"], help="compute dtype (default "
-                   "float64)")
+    g.add_argument("--dtype", choices=["float64", "float32", "bfloat16"],
+                   help="compute dtype (default float64); bfloat16: the two big matmuls on "
+                        "bfloat16 operands (vdpbf16ps where the CPU has AVX512_BF16, else its "
+                        "slower exact emulation), float32 master weights")
     g.add_argument("--activation", choices=["relu", "tanh", "logistic", "identity"],
                    help="the hidden layer's activation (default relu)")
     g.add_argument("--kernel", choices=kernels.available() + list(kernels.ALIASES),
@@ -451,9 +453,16 @@ def _problem(s) -> _Problem:
                         feature_names=table.feature_names, notes=table.notes)
     from .profiling.problems import problem
 
-    x, y, _ = problem((s.m, s.n, s.hidden, s.out), np.dtype(s.dtype), seed=s.seed, init="normal")
+    x, y, _ = problem((s.m, s.n, s.hidden, s.out), _data_dtype(s.dtype), seed=s.seed,
+                      init="normal")
     return _Problem(x=x, y=y, x_test=None, y_test=None, feature_names=None, notes=[],
                     source="random N(0, 1) (the seed's experiment)")
+
+
+def _data_dtype(name):
+    """The float dtype of the data and the parameters for ``--dtype name`` (bfloat16 runs keep
+    float32 data and master weights; the kernels round them)."""
+    return np.dtype(np.float32 if name == "bfloat16" else name)
 
 
 def _task(s, problem):
@@ -503,7 +512,8 @@ def _train_arguments(s, task, checkpoint, args, info):
         hidden=s.hidden, iters=iters, epochs=epochs, batch_size=s.batch_size, lr=lr,
         loss="softmax" if task == "classify" else "squared",
         init=s.init or ("he" if on_data else "normal"), seed=s.seed, kernel=s.kernel,
-        dtype=np.dtype(s.dtype), validation_fraction=s.validation_fraction,
+        dtype=s.dtype if s.dtype == "bfloat16" else np.dtype(s.dtype),
+        validation_fraction=s.validation_fraction,
         early_stopping=s.early_stopping, patience=s.patience, checkpoint=checkpoint,
         checkpoint_every=s.checkpoint_every, resume=args.resume, progress=not args.quiet,
         whole_loop=False if args.python_loop else None, info=info, activation=s.activation,
@@ -580,7 +590,9 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
     threads = f"threads {fastnn.get_num_threads()}"
     if getattr(result, "ranks", None):
         threads = f"{result.ranks} ranks of {result.threads} thread(s)"
-    print(f"kernel      {result.kernel}{ran}, dtype {result.dtype}, {threads}")
+    dtype = ("bfloat16 (float32 master weights)" if result.ran in kernels.BF16
+             else result.dtype)
+    print(f"kernel      {result.kernel}{ran}, dtype {dtype}, {threads}")
     if len(result.schedule) > 1:  # a switch from numpy once compiled, or threads under load
         print("schedule    " + ", ".join(f"step {s}: {k} on {t} thread{'s' * (t > 1)}"
                                          for s, k, t in result.schedule))

@@ -150,6 +150,41 @@ def _loss_and_grads(params, x, y, loss, activation, sample_weight):
     return loss_value, Params(*(np.asarray(g, dtype=dt) for g in (dw1, db1, dw2, db2)))
 
 
+def bfloat16_bits(x) -> np.ndarray:
+    """float32 values -> the uint32 bits of their bfloat16 rounding (to nearest, ties to even;
+    the low 16 bits zero; overflow to infinity as the rounding gives it; a NaN stays a NaN,
+    quieted, where plain rounding could carry its fraction into the sign)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.where(nan, (u | np.uint32(0x00400000)) & np.uint32(0xFFFF0000), r)
+
+
+def bfloat16(x) -> np.ndarray:
+    """``x`` rounded to bfloat16 (through float32), as float32 values (every bfloat16 is one)."""
+    return bfloat16_bits(x).view(np.float32).reshape(np.shape(x))
+
+
+def loss_and_grads_bf16(params: Params, x, y, loss="squared", activation="relu",
+                        sample_weight=None):
+    """``loss_and_grads`` as ``dtype="bfloat16"`` defines it (``fastnn/kernels/bf16.py``): the
+    operands of the two big matmuls rounded to bfloat16, ``z1 = bf16(x) @ bf16(w1) + b1`` and
+    ``dw1 = bf16(x).T @ bf16(dz1)`` (``dz1`` rounded from float32, as the kernel holds it);
+    everything else, and every sum, in float64.  Returns float32 gradients (the master
+    weights' dtype)."""
+    xb = bfloat16(x).astype(np.float64)
+    w1, b1, w2, b2 = (np.asarray(p, np.float64) for p in params)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z1 = xb @ bfloat16(w1).astype(np.float64) + b1
+        a1 = activate(activation, z1)
+        z2 = a1 @ w2 + b2
+        loss_value, dz2 = output_loss(z2, np.asarray(y, np.float64), loss, sample_weight)
+        dz1 = (dz2 @ w2.T) * derivative(activation, a1)
+        dw1 = xb.T @ bfloat16(dz1.astype(np.float32)).astype(np.float64)
+    grads = (dw1, dz1.sum(axis=0), a1.T @ dz2, dz2.sum(axis=0))
+    return loss_value, Params(*(np.asarray(g, np.float32) for g in grads))
+
+
 def sgd_step(params: Params, x, y, lr, loss="squared", activation="relu"):
     """One plain SGD step, ``p -= lr * dp`` for each parameter, in place.  Returns the loss before
     it; when that loss is not finite, the params are left as they are."""

@@ -280,6 +280,40 @@ def sparse_variant(name) -> Variant:
                      f"x.toarray() to run {name!r}")
 
 
+_warned_emulation = False
+
+
+def bf16_variant(name, params: Params) -> Variant:
+    """The variant for bfloat16 data (``kernels.bf16``): ``"bf16"`` where the CPU has
+    AVX512_BF16, else its emulation (``auto`` says once that it is slower; naming ``"bf16"``
+    there is an error); float32 params (the master weights) only."""
+    global _warned_emulation
+    from ..kernels import bf16
+
+    if params.dtype != np.float32:
+        raise TypeError(f"kernel {name!r}: bfloat16 steps keep float32 master weights; got "
+                        f"params of dtype {params.dtype} (init_params(..., dtype='float32'))")
+    native = bf16.bf.NATIVE
+    if name == kernels.AUTO:
+        if not native and not _warned_emulation:
+            _warned_emulation = True
+            import warnings
+
+            warnings.warn("bfloat16: this CPU (or NUMBA_CPU_NAME) has no AVX512_BF16, so "
+                          "fastnn runs vdpbf16ps's exact emulation ('bf16-emulated'): the "
+                          "same numbers, several times slower than float32", RuntimeWarning,
+                          stacklevel=4)
+        return bf16.BF16 if native else bf16.BF16_EMULATED
+    if name in kernels.BF16:
+        if name == bf16.BF16.name and not native:
+            raise ValueError(f"kernel 'bf16': this CPU has no AVX512_BF16 (vdpbf16ps), or "
+                             f"Numba compiles for one without it; 'bf16-emulated' computes "
+                             f"the same numbers on any CPU")
+        return kernels.BF16[name]
+    raise ValueError(f"kernel {name!r}: bfloat16 data (dtype='bfloat16') runs on "
+                     f"{', '.join(repr(s) for s in kernels.BF16)} or 'auto'")
+
+
 def resolve(name, params: Params, x, y=None, *, measure=True, whole_loop=False) -> Variant:
     """The variant that runs for ``kernel=name`` on this problem.  A variant's name (or alias)
     is that variant; ``"auto"`` is ``choose``'s pick for the shape of ``x`` (``measure``: it may
@@ -291,6 +325,8 @@ def resolve(name, params: Params, x, y=None, *, measure=True, whole_loop=False) 
     if name in kernels.SPARSE:
         raise ValueError(f"kernel: {name!r} takes sparse x (a scipy.sparse matrix or array), got "
                          f"a dense array; pass kernel='auto' or a dense variant")
+    if getattr(x, "format", None) == "fastnn-bf16-rows" or name in kernels.BF16:
+        return bf16_variant(name, params)  # (float x: rounded to bfloat16 by each call)
     if name != kernels.AUTO:
         return kernels.get(name)
     if y is None:

@@ -14,7 +14,9 @@ errors.  The initial weights, the validation split and each epoch's order are dr
 ``random_state`` as scikit-learn draws them, so the two libraries start from the same weights
 and visit the same batches; they then agree to rounding (``tests/test_sklearn_parity.py``).
 
-fastnn's own parameters: ``dtype`` (float32/float64; default the data's own float type),
+fastnn's own parameters: ``dtype`` (float32/float64, default the data's own float type; or
+``"bfloat16"``: the two big matmuls on bfloat16 operands, float32 master weights, ``solver``
+``"adam"`` or ``"sgd"``: ``fastnn/kernels/bf16.py``),
 ``kernel`` (``fastnn.kernels.available()``, default ``"auto"``), ``threads`` (Numba and BLAS
 threads while fitting), ``distributed=True`` (fit across the ranks of an MPI job: every rank
 calls ``fit`` with the same data; ``fastnn.distributed``); its older names keep working

@@ -12,6 +12,8 @@ import numbers
 import numpy as np
 
 from .. import kernels
+from ..auto.choice import bf16_variant
+from ..kernels.bf16 import is_bfloat16
 from ..checkpoint import Checkpoint
 from ..checkpoint import load as load_checkpoint
 from ..checkpoint import save as save_checkpoint
@@ -178,7 +180,10 @@ class MLP(BaseEstimator):
         """The output layer's activations for ``X`` (checked, kernel-ready)."""
         from ..api import predict
 
-        z = predict(params, X, kernel=self.kernel, activation=self.activation)
+        kernel = self.kernel
+        if is_bfloat16(self.dtype) and kernel == kernels.AUTO:  # as it trained: bfloat16
+            kernel = bf16_variant(kernel, params).name
+        z = predict(params, X, kernel=kernel, activation=self.activation)
         return output_layer(self.out_activation_, z)
 
     def _forward(self, X):

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from ..kernels.bf16 import is_bfloat16
 from ..params import as_float_dtype
 from ..validation import check_finite, check_sparse_x, is_sparse
 from ._compat import HAVE_SKLEARN, DataConversionWarning
@@ -139,7 +140,10 @@ def _check_sparse_X(est, X, name, reset):
 
 
 def data_dtype(est, arr) -> np.dtype:
-    """``dtype`` when set, else the data's own when it is float32/float64, else float64."""
+    """``dtype`` when set (float32 for ``"bfloat16"``: the master weights'), else the data's own
+    when it is float32/float64, else float64."""
+    if is_bfloat16(est.dtype):
+        return np.dtype(np.float32)
     if est.dtype is not None:
         return as_float_dtype(est.dtype, "dtype")
     return arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.common import activations, losses
+from ..kernels.bf16 import is_bfloat16
 from ..params import Params
 from ..threads import num_threads
 from ..training import lbfgs
@@ -25,6 +26,10 @@ def fit(est, X, Y, sw, s) -> None:
     if est.distributed:
         raise ValueError("distributed: solver='lbfgs' runs in one process (its line search is "
                          "sequential); use 'adam' or 'sgd' across ranks")
+    if is_bfloat16(est.dtype):
+        raise ValueError("dtype='bfloat16': solver='lbfgs' needs gradients exact to the "
+                         "parameters' precision for its line search and curvature pairs; "
+                         "bfloat16 trains with solver='adam' or 'sgd'")
     loss, c, scale = est._objective()
     dims = (X.shape[1], s.hidden, Y.shape[1])
     y = np.ascontiguousarray(with_weights(Y, sw))

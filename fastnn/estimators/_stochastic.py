@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import training
 from ..optim import Optimizer
+from ..kernels.bf16 import is_bfloat16
 from ..training.options import Options
 from ..training.result import DivergenceError, TrainingInterrupted
 from ._compat import ConvergenceWarning, shuffle, split_rows
@@ -114,6 +115,7 @@ def fit(est, X, Y, sw, s, rs, incremental) -> None:
         params=est.params_, epochs=1 if incremental else s.max_iter, batch_size=batch,
         shuffle=bool(est.shuffle), optimizer=est.optimizer_, loss=loss,
         activation=est.activation, sample_weight=sw, kernel=est.kernel, threads=est.threads,
+        dtype="bfloat16" if is_bfloat16(est.dtype) else None,
         seed=0, epoch_callback=end, epoch_order=epoch_order if est.shuffle else None,
         on_divergence="raise")
     run = training.run

@@ -11,6 +11,9 @@
                        whole training run, not a per-step variant
     sparse          8  CSR input: the first layer over the stored entries only (its ``x`` is
                        sparse, so it is listed apart: ``SPARSE``, not ``variants()``)
+    bf16            9  the two big matmuls in bfloat16 on AVX512_BF16's vdpbf16ps, float32
+                       master weights (its ``x`` is bfloat16: ``BF16``, not ``variants()``), and
+                       its exact emulation for any CPU
 
 Each module declares its ``VARIANTS`` (``variant.Variant``: the step contract and the facts the
 tests, the benchmarks and ``auto`` read) and, for a form of a whole run, its ``FORMS``
@@ -32,16 +35,21 @@ from . import jit
 # ever cached next to the sources (a read-only install, a stale cache: tests/test_cache_and_registry.py).
 with jit.cache_location():
     from .variant import TrainingForm, Variant
-    from . import (chunked, dual, fused, fused_wide, naive, numpy_step, reference_step, sparse,
-                   tiled)
+    from . import (bf16, chunked, dual, fused, fused_wide, naive, numpy_step, reference_step,
+                   sparse, tiled)
 
-LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked, dual, sparse)
+LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked, dual, sparse,
+          bf16)
 
 _REGISTRY: dict[str, Variant] = {v.name: v for module in LADDER for v in module.VARIANTS}
 # The rungs for sparse input (``kernels/sparse.py``): ``x`` a ``sparse.SparseRows``, never a
 # dense array, so no dense test or benchmark runs them; sparse input runs nothing else.
 SPARSE: dict[str, Variant] = {v.name: v for module in LADDER
                               for v in getattr(module, "SPARSE_VARIANTS", ())}
+# The bfloat16 rungs (``kernels/bf16.py``): ``x`` a ``bf16.Bf16Data``, params float32; what
+# ``dtype="bfloat16"`` runs, and nothing else does.
+BF16: dict[str, Variant] = {v.name: v for module in LADDER
+                            for v in getattr(module, "BF16_VARIANTS", ())}
 FORMS: dict[str, TrainingForm] = {f.name: f for module in LADDER
                                   for f in getattr(module, "FORMS", ())}
 
@@ -69,8 +77,8 @@ def names(*, reference: bool = False) -> list[str]:
 
 def available() -> list[str]:
     """Every name ``kernel=`` accepts: the variants, ``reference``, the training forms, the
-    sparse rungs and ``auto``."""
-    return names(reference=True) + list(TRAINING_FORMS) + list(SPARSE) + [AUTO]
+    sparse and bfloat16 rungs and ``auto``."""
+    return names(reference=True) + list(TRAINING_FORMS) + list(SPARSE) + list(BF16) + [AUTO]
 
 
 def get(name) -> Variant:
@@ -83,7 +91,7 @@ def get(name) -> Variant:
                       FutureWarning, stacklevel=3)
         name = ALIASES[name]
     try:
-        return _REGISTRY[name] if name in _REGISTRY else SPARSE[name]
+        return _REGISTRY[name] if name in _REGISTRY else SPARSE.get(name) or BF16[name]
     except KeyError:
         if name == AUTO:
             raise ValueError("kernel: 'auto' is not a variant; fastnn.auto.choice.resolve('auto', "

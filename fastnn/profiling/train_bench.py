@@ -129,6 +129,50 @@ class PlainNumpyEpoch:
         return total
 
 
+class TorchEpoch:
+    """The same epoch as a PyTorch user writes it (``nn.Linear``, ReLU, ``F.cross_entropy``,
+    ``torch.optim.SGD``, autograd), in float32 or under ``torch.autocast("cpu",
+    dtype=torch.bfloat16)`` (the bfloat16 rung's comparison: its matmuls in bfloat16 through
+    oneDNN), on fastnn's thread count; each epoch's rows gathered once in shuffled order."""
+
+    def __init__(self, x, labels, params, lr, batch, seed=0, autocast=True):
+        import torch
+
+        from ..threads import get_num_threads
+
+        torch.set_num_threads(get_num_threads())
+        self.torch, self.autocast, self.batch = torch, autocast, batch
+        n, h = params.w1.shape
+        k = params.w2.shape[1]
+        self.model = torch.nn.Sequential(torch.nn.Linear(n, h), torch.nn.ReLU(),
+                                         torch.nn.Linear(h, k))
+        with torch.no_grad():
+            for layer, w, b in ((self.model[0], params.w1, params.b1),
+                                (self.model[2], params.w2, params.b2)):
+                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T, np.float32)))
+                layer.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.x = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        self.labels = torch.from_numpy(np.asarray(labels, np.int64))
+        self.rng = np.random.default_rng(seed)
+
+    def epoch(self):
+        torch = self.torch
+        m = self.x.shape[0]
+        order = torch.from_numpy(self.rng.permutation(m))
+        xs, ys = self.x[order], self.labels[order]
+        total = 0.0
+        for s in range(0, m, self.batch):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                loss = torch.nn.functional.cross_entropy(self.model(xs[s:s + self.batch]),
+                                                         ys[s:s + self.batch])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += float(loss.detach())
+        return total
+
+
 def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",), *,
                 rounds=7, settle=SETTLE, lr=0.01, out=print, activations=("relu",)):
     """Paired rows: one epoch of ``fastnn.train`` per kernel and hidden activation against

@@ -29,7 +29,7 @@ from ..auto import choice, policy
 from ..auto.thread_watch import ThreadWatch
 from ..threads import get_num_threads, num_threads
 from ..threads import held as threads_held
-from ..validation import check_lr, is_sparse
+from ..validation import check_lr
 from .backends import Backend, DualSteps, LocalSteps
 from .loop import PROBE_STEPS, Run
 from .options import Options
@@ -165,7 +165,7 @@ def run(x, y, opts: Options) -> TrainResult:
         loop.execute(opts.callback, opts.callback_every, checkpoint, every, opts.progress)
     result = loop.result()
     if (opts.kernel == AUTO and len(result.schedule) == 1 and not p.dual
-            and result.n_steps > PROBE_STEPS and not is_sparse(x)):  # (dense shapes' notes)
+            and result.n_steps > PROBE_STEPS and isinstance(x, np.ndarray)):  # (dense data's)
         choice.note_run(params, batch, result.ran, result.schedule[0][2],
                         result.seconds_per_iter)
     finish(result, loop, opt, per_epoch, opts.on_divergence, checkpoint)
@@ -174,8 +174,9 @@ def run(x, y, opts: Options) -> TrainResult:
 
 def _rows_of(x, rows):
     """The rows ``rows`` of ``x`` together: a C-contiguous copy of a dense ``x``; for sparse
-    input (``SparseRows``) the same matrix with those rows selected (no entry copied)."""
-    return x[rows] if is_sparse(x) else np.ascontiguousarray(x[rows])
+    input (``SparseRows``) the same matrix with those rows selected (no entry copied), for
+    bfloat16 data (``Bf16Data``) a copy of their words."""
+    return np.ascontiguousarray(x[rows]) if isinstance(x, np.ndarray) else x[rows]
 
 
 def finish(result, loop, opt, per_epoch, on_divergence, checkpoint=None) -> None:

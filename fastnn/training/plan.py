@@ -18,6 +18,7 @@ from .. import kernels
 from ..auto import build, policy
 from ..auto.choice import resolve
 from ..kernels import sparse
+from ..kernels.bf16 import Bf16Data
 from ..kernels.variant import Variant, step_flops
 from ..validation import is_sparse
 
@@ -66,6 +67,12 @@ def plan(opts, opt, params, m, batch, total, resumed, first_batch, materializati
         variant, whole = choose_variant(opts.kernel, opts.whole_loop, params, xb, yb, resumed)
         return Plan(Route("primal", variant, whole),
                     cost=sparse.step_flops(xb.stored(), xb.shape[0], h, k))
+    if isinstance(xb, Bf16Data):  # bfloat16 data: the bf16 rung, or its emulation
+        if opts.kernel in kernels.FORMS:
+            raise ValueError(f"kernel {opts.kernel!r}: the dual form runs in float32 or "
+                             f"float64; dtype='bfloat16' trains on the bf16 rung")
+        variant, whole = choose_variant(opts.kernel, opts.whole_loop, params, xb, yb, resumed)
+        return Plan(Route("primal", variant, whole), cost=step_flops(batch, n, h, k))
     dual = choose_dual(opts.kernel, opts.whole_loop, opt, params, m, batch, total, resumed,
                        materializations)
     # (the dual form's step is G[b] @ A and the primal output layer: 2 B M h + 6 B h k)

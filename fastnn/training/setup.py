@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..kernels.bf16 import Bf16Data
 from ..params import as_float_dtype, init_params
 from ..validation import (as_numeric_array, check_finite, check_inputs, check_params,
                           check_sample_weight, check_targets, check_x, is_sparse,
@@ -27,22 +28,27 @@ def initial_params(opts, x_dtype, n_features, y, seed, resumed):
     ``dtype`` and ``hidden``), else new ones from ``seed``, in ``dtype`` (default: the data's
     ``x_dtype`` when it is float32/float64, else float64), for ``n_features(dtype)`` inputs."""
     params = opts.params
+    bf16 = opts.bfloat16  # float32 master weights
     if resumed is not None:
         if params is not None:
             raise TypeError("train: pass params or resume, not both")
         params = resumed.params
     if params is not None:
         params = check_params(params).copy()
-        if opts.dtype is not None and as_float_dtype(opts.dtype) != params.dtype:
-            raise TypeError(f"dtype: got {np.dtype(opts.dtype)}, but params have dtype "
-                            f"{params.dtype}")
+        want = np.dtype(np.float32) if bf16 else (
+            None if opts.dtype is None else as_float_dtype(opts.dtype))
+        if want is not None and want != params.dtype:
+            raise TypeError(f"dtype: got {opts.dtype or 'bfloat16' if bf16 else want}, but "
+                            f"params have dtype "
+                            f"{params.dtype}" + (" (bfloat16 runs keep float32 master weights)"
+                                                  if bf16 else ""))
         if opts.hidden is not None and opts.hidden != params.w1.shape[1]:
             raise ValueError(f"hidden: got {opts.hidden}, but params.w1 has "
                              f"{params.w1.shape[1]} hidden units")
         return params
     if opts.hidden is None:
         raise TypeError("train: pass hidden (the number of hidden units) or params")
-    dtype = opts.dtype
+    dtype = np.float32 if bf16 else opts.dtype
     if dtype is None:
         dtype = x_dtype if x_dtype in (np.float32, np.float64) else np.float64
     dtype = as_float_dtype(dtype)
@@ -64,7 +70,18 @@ def setup_params(opts, x, y, seed, resumed):
         check_finite(x, "x")
     check_finite(y, "y")
     y = with_weights(y, check_sample_weight(opts.sample_weight, x.shape[0], params.dtype))
-    return params, x, y
+    return params, as_bf16(x, opts), y
+
+
+def as_bf16(x, opts):
+    """``x`` rounded to bfloat16 once (``kernels.bf16.Bf16Data``) for a ``dtype="bfloat16"``
+    run, else as it is."""
+    if not opts.bfloat16:
+        return x
+    if is_sparse(x):
+        raise TypeError("dtype='bfloat16' takes dense x; sparse x trains in float32 or float64 "
+                        "on the sparse rung")
+    return Bf16Data.of(x)
 
 
 def n_outputs(y, loss) -> int:
@@ -98,7 +115,7 @@ def split(x, y, params, opts, seed):
         if not is_sparse(x_val):
             check_finite(x_val, "validation_data x")
         check_finite(y_val, "validation_data y")
-        return None, x_val, y_val
+        return None, as_bf16(x_val, opts), y_val
     if opts.validation_fraction is None:
         return None, None, None
     train_rows, val_rows = split_rows(x.shape[0], opts.validation_fraction, seed)

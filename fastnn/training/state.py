@@ -18,6 +18,10 @@ from ..optim import ADDED
 from ..params import Params
 
 
+# What a checkpoint written before a setting existed ran with.
+_OLDER = {"activation": "relu", "bfloat16": False}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The settings a run's steps depend on: a checkpoint records them and a resumed run must
@@ -31,6 +35,7 @@ class RunConfig:
     patience: int
     tol: float
     activation: str = "relu"
+    bfloat16: bool = False  # dtype="bfloat16": the bf16 rung's arithmetic
     batch: Optional[int] = None
     n_samples: Optional[int] = None
     validation: Optional[int] = None
@@ -39,7 +44,8 @@ class RunConfig:
     def of(cls, options, seed: int) -> "RunConfig":
         return cls(seed=seed, loss=options.loss, shuffle=bool(options.shuffle),
                    early_stopping=bool(options.early_stopping), patience=int(options.patience),
-                   tol=float(options.tol), activation=options.activation)
+                   tol=float(options.tol), activation=options.activation,
+                   bfloat16=options.bfloat16)
 
     def with_data(self, batch, n_samples, validation) -> "RunConfig":
         return replace(self, batch=batch, n_samples=n_samples, validation=validation)
@@ -113,7 +119,7 @@ class RunState:
         back with it."""
         meta = ck.meta
         for key, value in cfg.as_meta().items():
-            if meta.get(key, "relu" if key == "activation" else None) != value:  # (older: ReLU)
+            if meta.get(key, _OLDER.get(key)) != value:
                 raise ValueError(f"resume: checkpoint {path!r} was written with {key}="
                                  f"{meta.get(key)!r}, this run has {key}={value!r}")
         for key, value in opt.hyperparameters().items():
