@@ -15,6 +15,11 @@ The sparse rung's figures (its section of the ladder) likewise::
     fastnn bench-train --benches sparse-scaling,sparse-sklearn,sparse-text --json sparse.json
     python dev/update_results.py --sparse sparse.json
 
+The bfloat16 rung's (its epoch against numpy and PyTorch's autocast, and the MNIST fits)::
+
+    fastnn bench-train --dtype bfloat16 --benches epoch,mnist --kernels bf16 --json bf16.json
+    python dev/update_results.py --bf16 bf16.json
+
 ``tests/test_docs.py`` fails when the files and the JSON disagree.
 """
 import json
@@ -34,7 +39,7 @@ def main(*args) -> int:
     path = os.path.join(ROOT, "docs", "results.json")
     with open(path) as f:
         report = json.load(f)
-    if args[:1] in (("--runs",), ("--sparse",)):
+    if args[:1] in (("--runs",), ("--sparse",), ("--bf16",)):
         with open(args[1]) as f:
             report[args[0][2:]] = json.load(f)
         with open(path, "w") as f:

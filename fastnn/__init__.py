@@ -7,7 +7,7 @@ numpy reference (``fastnn.reference``).
 from . import kernels, reference
 from ._version import __version__
 from .threads import get_num_threads, set_num_threads
-from .api import loss_and_grads, predict, sgd_step
+from .api import loss_and_grads, predict, sgd_step, to_bfloat16
 from .optim import Optimizer
 from .params import Params, init_params
 from .training import (DivergenceError, DivergenceWarning, TrainingInterrupted, TrainResult,
@@ -17,7 +17,8 @@ from .training import (DivergenceError, DivergenceWarning, TrainingInterrupted, 
 __all__ = [
     "DivergenceError", "DivergenceWarning", "MLPClassifier", "MLPRegressor", "Optimizer",
     "Params", "TrainResult", "TrainingInterrupted", "get_num_threads", "init_params", "kernels",
-    "loss_and_grads", "predict", "reference", "set_num_threads", "sgd_step", "train",
+    "loss_and_grads", "predict", "reference", "set_num_threads", "sgd_step", "to_bfloat16",
+    "train",
     "__version__",
 ]
 

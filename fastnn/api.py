@@ -81,3 +81,19 @@ def _contiguous(params: Params) -> Params:
     for: the same arrays where they already are, else copies."""
     return Params(*(p if p.flags.c_contiguous and p.flags.aligned and p.flags.writeable
                     else np.array(p, order="C", copy=True) for p in params))
+
+
+def to_bfloat16(x):
+    """``x (m, n)`` rounded to bfloat16 once (to nearest even), for ``train``, ``predict``,
+    ``loss_and_grads`` and ``sgd_step`` to use as it is: they run the bf16 rung on it
+    (``fastnn/kernels/bf16.py``) with float32 parameters.  ``dtype="bfloat16"`` in ``train``
+    does this itself; a loop of your own over ``sgd_step`` rounds each batch again unless it
+    passes rows of this (``rows[i:j]``, ``rows[index_array]``)."""
+    from .kernels.bf16 import Bf16Data
+    from .validation import check_finite, check_inputs
+
+    if isinstance(x, Bf16Data):
+        return x
+    x = check_inputs(x, np.float32)
+    check_finite(x, "x")
+    return Bf16Data.of(x)

@@ -55,7 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "installing): processes that end before the background build finishes then start "
         "compiled")
     bd.add_argument("--dtype", default="float32,float64",
-                    help="comma-separated dtypes to build (default float32,float64)")
+                    help="comma-separated dtypes to build, from float32, float64, bfloat16 (the "
+                         "bf16 rung, ~15 s) (default float32,float64)")
     sub.add_parser("info", help="versions, CPU, threads, threading layer and BLAS")
     return parser
 
@@ -183,7 +184,9 @@ def _shape_options(parser, dtype: str) -> None:
                         help="comma-separated presets (seed, mnist, medium, large) or MxNxHxK "
                              "(default %(default)s)")
     parser.add_argument("--dtype", default=dtype,
-                        help="float64, float32 or both, comma-separated (default %(default)s)")
+                        help="float64, float32 or both, comma-separated; bench also takes "
+                             "bfloat16 (the bf16 rung against the float32 numpy step, %% of "
+                             "vdpbf16ps's peak) (default %(default)s)")
     _threads_option(parser)
 
 
@@ -231,7 +234,9 @@ def _bench_train_parser(sub) -> None:
                             "steps) and a wide regression (512x20000x256x1 float32, 50 steps), "
                             "where auto trains in the dual form."))
     bt.add_argument("--benches", default="epoch,digits",
-                    help="comma-separated, from epoch, digits, digits-lbfgs, seed, wide, and "
+                    help="comma-separated, from epoch, digits, digits-lbfgs, mnist "
+                         "(MLPClassifier, hidden 800, 3 epochs of Adam, in bfloat16 and "
+                         "float32, against scikit-learn's float32 fit), seed, wide, and "
                          "the sparse rung's sparse-scaling (20k against 200k features), "
                          "sparse-sklearn (its sgd fit against scikit-learn's), sparse-text "
                          "(TF-IDF rows, Adam; peak memory) (default %(default)s)")
@@ -243,7 +248,14 @@ def _bench_train_parser(sub) -> None:
                     help="rows x features x hidden x classes of the epoch bench "
                          "(default %(default)s)")
     bt.add_argument("--batch-size", type=_positive, default=128, help="(default %(default)s)")
-    bt.add_argument("--dtype", default="float32", help="(default %(default)s)")
+    bt.add_argument("--dtype", default="float32",
+                    help="float32, float64, or bfloat16 (the epoch bench on the bf16 rung, "
+                         "also against PyTorch's autocast where it is installed) "
+                         "(default %(default)s)")
+    bt.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
+                    help="the mnist bench's data (default %(default)s)")
+    bt.add_argument("--data-dir", default=None,
+                    help="a folder holding its IDX files (else fastnn's cache, else a download)")
     bt.add_argument("--kernels", default=kernels.DEFAULT, help="comma-separated "
                     "(default %(default)s)")
     _threads_option(bt)
@@ -585,6 +597,9 @@ def _summary(args, s, result, problem, y, y_test, classes) -> None:
                "in the background, on idle CPU time only, when it ended, and that build ends "
                "with the process; `fastnn build` builds them now, ~15-20 s a dtype, for every "
                "later run)")
+    elif result.ran in kernels.BF16:
+        how = "vdpbf16ps" if result.ran == "bf16" else "an exact emulation of vdpbf16ps"
+        ran = f" (ran {result.ran}: the big matmuls on bfloat16 pairs, {how}; rung 9)"
     elif result.kernel == kernels.AUTO:
         ran = f" (ran {result.ran}; `fastnn tune --show` for the timings)"
     threads = f"threads {fastnn.get_num_threads()}"
@@ -765,23 +780,29 @@ def _build_cache(args) -> int:
         print("fastnn build: the disk cache is off (FASTNN_CACHE=0): nothing to build into",
               file=sys.stderr)
         return 2
+    from .kernels.common import bf16
+
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     for d in dtypes:
-        if d not in ("float32", "float64"):
-            print(f"fastnn build: --dtype: expected float32 and/or float64, got {d!r}",
+        if d not in ("float32", "float64", "bfloat16"):
+            print(f"fastnn build: --dtype: expected float32, float64 and/or bfloat16, got {d!r}",
                   file=sys.stderr)
             return 2
     print(f"cache       {jit.cache_dir()}")
     for d in dtypes:
-        # the background build's targets, and the sparse rung (which the background build
-        # leaves out: ~5 s a dtype that only users of sparse data would ever run)
-        todo = [t for t in background.targets() + list(kernels.SPARSE) if not kernels.ready(t, d)]
+        label = d
+        if d == "bfloat16":  # the bf16 rung this CPU runs, for its float32 master weights
+            d, targets = "float32", ["bf16" if bf16.NATIVE else "bf16-emulated"]
+        else:  # the background build's targets, and the sparse rung (which the background
+            # build leaves out: ~5 s a dtype that only users of sparse data would ever run)
+            targets = background.targets() + list(kernels.SPARSE)
+        todo = [t for t in targets if not kernels.ready(t, d)]
         began = time.perf_counter()
         if todo:
             _child.build(d, todo)
         took = time.perf_counter() - began
         what = f"built {', '.join(todo)} in {took:.1f} s" if todo else "ready already"
-        print(f"{d:<11} {what}")
+        print(f"{label:<11} {what}")
     return 0
 
 

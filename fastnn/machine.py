@@ -37,14 +37,19 @@ def cpu_flags() -> set[str]:
 
 
 def simd_description() -> str:
-    """The vector instructions fastnn's kernels can use here, and whether bfloat16 would run in
-    hardware (AVX512_BF16's ``vdpbf16ps``: issue 12's bfloat16 mode needs it)."""
+    """The vector instructions fastnn's kernels can use here, whether the CPU has AVX512_BF16
+    (``vdpbf16ps``), and what ``dtype="bfloat16"`` runs: the instruction or its emulation
+    (``kernels/common/bf16.py``: the CPU must have it and Numba must compile for it)."""
+    from .kernels.common import bf16 as bf
+
     flags = cpu_flags()
     if not flags:
         return "unknown (no /proc/cpuinfo)"
     have = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni") if f in flags]
     bf16 = "yes" if "avx512_bf16" in flags else "no"
-    return f"{' '.join(have) or 'none of avx2/fma/avx512'}; AVX512_BF16: {bf16}"
+    runs = "vdpbf16ps" if bf.NATIVE else "its exact emulation"
+    return (f"{' '.join(have) or 'none of avx2/fma/avx512'}; AVX512_BF16: {bf16} "
+            f"(dtype='bfloat16' runs {runs})")
 
 
 def fingerprint() -> str:

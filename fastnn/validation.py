@@ -92,6 +92,11 @@ def check_inputs(x, dtype, n=None, name="x"):
     A scipy.sparse matrix or array (or ``SparseRows``) becomes a ``SparseRows``."""
     if is_sparse(x):
         return check_sparse_x(x, dtype, n, name)
+    if getattr(x, "format", None) == "fastnn-bf16-rows":  # rounded once by to_bfloat16
+        if n is not None and x.shape[1] != n:
+            raise ValueError(f"{name}: expected shape (m, {n}) (n = params.w1.shape[0]), got "
+                             f"bfloat16 rows of shape {x.shape}")
+        return x
     x = as_numeric_array(x, name, dtype)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1 or (n is not None and x.shape[1] != n):
         want = "(m, n) with m, n >= 1" if n is None else \

@@ -457,3 +457,58 @@ sys.stdout.write(K.forward.inspect_asm(sig))
     body = "\n".join(lines[start:end + 1])
     assert body.count("vdpbf16ps") >= 16
     assert not re.search(r"\bv?(fmadd|mul|add|sub)\w*s[sd]\b", body), body
+
+
+# --- the command line and the benchmarks -------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "fastnn", *args], capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_cli_trains_and_benchmarks_in_bfloat16(tmp_path):
+    import json
+
+    res = _cli("train", "--dtype", "bfloat16", "--quiet", "--iters", "20")
+    assert res.returncode == 0, res.stderr
+    assert "dtype bfloat16 (float32 master weights)" in res.stdout
+    assert ("ran bf16" if NATIVE else "ran bf16-emulated") in res.stdout
+    out = tmp_path / "b.json"
+    res = _cli("bench", "--shapes", "5x7x3x2", "--dtype", "float32,bfloat16", "--kernels",
+               "fused,bf16-emulated", "--rounds", "1", "--budget", "0.001", "--settle", "0",
+               "--stages", "forward,step,train", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert {(r["dtype"], r["kernel"]) for r in report["rows"]} == {
+        ("float32", "fused"), ("bfloat16", "bf16-emulated")}
+    assert set(report["peak_gflops"]) == {"float32", "bfloat16"}
+    assert all(r["pct_peak"] > 0 and r["x_vs_numpy"] > 0 for r in report["rows"])
+    out = tmp_path / "t.json"
+    res = _cli("bench-train", "--benches", "epoch", "--dtype", "bfloat16", "--kernels",
+               "bf16-emulated", "--shape", "300x40x24x3", "--batch-size", "64", "--rounds", "1",
+               "--settle", "0", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["dtype"] == "bfloat16" and row["x_vs_numpy"] > 0 and row["pct_peak"] > 0
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    assert row["x_vs_torch_autocast"] > 0 and row["x_vs_torch_float32"] > 0
+
+
+def test_estimators_fit_in_bfloat16():
+    sk = pytest.importorskip("sklearn.datasets")
+    x, y = sk.load_digits(return_X_y=True)
+    x = x / 16.0
+    kw = dict(hidden_layer_sizes=(64,), max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = fastnn.MLPClassifier(dtype="float32", **kw).fit(x[:1400], y[:1400])
+        b = fastnn.MLPClassifier(dtype="bfloat16", **kw).fit(x[:1400], y[:1400])
+    assert b.kernel_ == ("bf16" if NATIVE else "bf16-emulated")
+    assert b.coefs_[0].dtype == np.float32
+    # bfloat16 operands: the accuracy of float32 within a point (the target on digits)
+    assert abs(b.score(x[1400:], y[1400:]) - f.score(x[1400:], y[1400:])) <= 0.01
+    with pytest.raises(ValueError, match="lbfgs"):
+        fastnn.MLPClassifier(dtype="bfloat16", solver="lbfgs", **kw).fit(x[:200], y[:200])

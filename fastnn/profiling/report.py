@@ -208,10 +208,60 @@ def sparse(report) -> str:
     return "\n".join(lines)
 
 
+def bf16(report) -> str:
+    """The bfloat16 rung's benchmarks (``fastnn bench-train --dtype bfloat16 --benches
+    epoch,mnist``, ``report["bf16"]``): the epoch against the careful numpy float32 epoch and
+    PyTorch's autocast, and the MNIST-sized fits against scikit-learn's."""
+    meta = report.get("bf16") or {}
+    rows = meta.get("rows") or []
+    if not rows:
+        return "*(no bfloat16 rows in docs/results.json)*"
+    lines = []
+    for r in rows:
+        if r["bench"] == "epoch":
+            torch = ""
+            if "x_vs_torch_autocast" in r:
+                torch = (f"; PyTorch 2.13 with `torch.autocast(\"cpu\", dtype=torch.bfloat16)` "
+                         f"{r['torch_autocast_ms']:.1f} ms: **{r['x_vs_torch_autocast']:.2f}x**, "
+                         f"its float32 eager loop {r['torch_float32_ms']:.1f} ms: "
+                         f"{r['x_vs_torch_float32']:.2f}x")
+            lines.append(f"- **One epoch** ({'x'.join(map(str, r['shape']))}, float32 data, "
+                         f"batches of {r['batch']}, softmax, SGD) with `{r['kernel']}`: "
+                         f"{r['ms']:.1f} ms, {r['gflops']:.0f} GFLOP/s "
+                         f"({r['pct_peak']:.0f}% of the vdpbf16ps peak, "
+                         f"{meta.get('peak_gflops', 0):.0f} GFLOP/s); the careful numpy float32 "
+                         f"epoch {r['numpy_ms']:.1f} ms: **{r['x_vs_numpy']:.2f}x**{torch}.")
+        elif r["bench"] == "mnist":
+            lines.append(f"- **{r['source'].split(',')[0]}**, `MLPClassifier` (hidden "
+                         f"{r['hidden']}, {r['epochs']} epochs of Adam, batch {r['batch']}) with "
+                         f"`dtype=\"{r['dtype']}\"` (ran `{r['kernel']}`): {r['fit_s']:.2f} s, "
+                         f"test error {100 * (1 - r['accuracy']):.2f}%; scikit-learn's float32 "
+                         f"fit {r['sklearn_fit_s']:.2f} s, test error "
+                         f"{100 * (1 - r['sklearn_accuracy']):.2f}%: "
+                         f"**{r['x_vs_sklearn']:.2f}x**.")
+    lines.append("")
+    lines.append(f"Paired medians; {meta.get('threads', '?')} threads; measured "
+                 f"{meta.get('date', '?')} with `{meta.get('command', 'fastnn bench-train')}`; "
+                 f"{_machine_line(meta)}.")
+    return "\n".join(lines)
+
+
+def _machine_line(meta) -> str:
+    """The CPU and SIMD lines of a report's ``machine`` facts."""
+    facts = {}
+    for line in meta.get("machine") or []:
+        key, _, value = line.partition(" ")
+        facts.setdefault(key, value.strip())
+    return f"CPU: {facts.get('cpu', '?')}, SIMD: {facts.get('simd', '?')}"
+
+
 def section(report, what: str) -> str:
-    """The text between one pair of markers: ``table``, ``runs``, ``sparse`` or ``rung=NAME``."""
+    """The text between one pair of markers: ``table``, ``runs``, ``sparse``, ``bf16`` or
+    ``rung=NAME``."""
     if what == "sparse":
         return sparse(report)
+    if what == "bf16":
+        return bf16(report)
     if what == "table":
         return table(report) + "\n\n" + footnote(report)
     if what == "runs":

@@ -67,18 +67,20 @@ def bench_stages(shape, dtype, kernels, stages=STAGES, *, rounds=15, budget=0.02
     """
     import fastnn
 
-    x, y, params = problem(shape, dtype)
+    bf16 = dtype == BFLOAT16  # float32 data and master weights, x rounded once
+    x, y, params = problem(shape, np.float32 if bf16 else dtype)
     base = NumpyStep(x, y, params, lr)
     base_calls = dict(forward=base.forward, backward=base.grads, step=base.step,
                       train=lambda: base.train(TRAIN_ITERS))
+    xk = fastnn.to_bfloat16(x) if bf16 else x
 
     def calls(name, act):
         p = params.copy()
         return dict(
-            forward=lambda: fastnn.predict(p, x, kernel=name, activation=act),
-            backward=lambda: fastnn.loss_and_grads(p, x, y, kernel=name, activation=act),
-            step=lambda: fastnn.sgd_step(p, x, y, lr, kernel=name, activation=act),
-            train=lambda: fastnn.train(x, y, iters=TRAIN_ITERS, lr=lr, params=p, kernel=name,
+            forward=lambda: fastnn.predict(p, xk, kernel=name, activation=act),
+            backward=lambda: fastnn.loss_and_grads(p, xk, y, kernel=name, activation=act),
+            step=lambda: fastnn.sgd_step(p, xk, y, lr, kernel=name, activation=act),
+            train=lambda: fastnn.train(xk, y, iters=TRAIN_ITERS, lr=lr, params=p, kernel=name,
                                        activation=act))
 
     rows = []
@@ -230,7 +232,8 @@ def compile_times(kernel: str, dtype, shape=SHAPES["seed"]) -> dict:
         "t0 = time.perf_counter()\n"
         "import numpy as np, fastnn\n"
         "t1 = time.perf_counter()\n"
-        f"dt = np.dtype('{np.dtype(dtype).name}'); m, n, h, k = {tuple(shape)}\n"
+        f"dt = np.dtype('{'float32' if dtype == BFLOAT16 else np.dtype(dtype).name}'); "
+        f"m, n, h, k = {tuple(shape)}\n"
         "x = np.ones((m, n), dt); y = np.ones((m, k), dt)\n"
         "p = fastnn.init_params(n, h, k, dtype=dt, seed=0)\n"
         "t2 = time.perf_counter()\n"
@@ -311,31 +314,36 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
     report = dict(machine=info_lines(), threads=fastnn.get_num_threads(), peak_gflops={},
                   settle_s=settle, rounds=rounds, budget_s=budget, rows=[], compile=[])
     for dtype in dtypes:
-        dt = np.dtype(dtype)
-        peak = blas_peak(dt)
-        report["peak_gflops"][dt.name] = peak
-        out(f"BLAS peak ({dt.name}, 2048^3 numpy matmul, {report['threads']} threads): "
-            f"{peak:.1f} GFLOP/s")
+        name = dtype_name(dtype)
+        if dtype == BFLOAT16:  # the instruction's own peak, as the prototype measured it
+            from ..kernels.common import bf16
+
+            peak = bf16.peak_gflops(report["threads"])
+            what = f"vdpbf16ps, {bf16.mode_name(bf16.DEFAULT_MODE)}, 12 accumulators a thread"
+        else:
+            peak, what = blas_peak(dtype), "2048^3 numpy matmul"
+        report["peak_gflops"][name] = peak
+        out(f"peak ({name}, {what}, {report['threads']} threads): {peak:.1f} GFLOP/s")
     for shape_name, shape in shapes:
         for dtype in dtypes:
-            dt = np.dtype(dtype)
-            rows = bench_stages(shape, dt, kernels, stages, rounds=rounds, budget=budget,
-                                settle=settle, activations=activations)
-            if vs and "step" in stages:
-                rows += bench_frameworks(shape, dt, vs, rounds=rounds, budget=budget,
+            rows = bench_stages(shape, dtype, kernels_for(kernels, dtype), stages, rounds=rounds,
+                                budget=budget, settle=settle, activations=activations)
+            if vs and "step" in stages and dtype != BFLOAT16:
+                rows += bench_frameworks(shape, dtype, vs, rounds=rounds, budget=budget,
                                          settle=settle)
             for row in rows:
-                row.update(shape_name=shape_name, shape=list(shape), dtype=dt.name,
+                row.update(shape_name=shape_name, shape=list(shape), dtype=dtype_name(dtype),
                            threads=report["threads"],
-                           pct_peak=100 * row["gflops"] / report["peak_gflops"][dt.name])
+                           pct_peak=100 * row["gflops"] / report["peak_gflops"][
+                               dtype_name(dtype)])
                 report["rows"].append(row)
                 out(format_table([row]).splitlines()[2])
     if compile:
-        for name in kernels:
-            if name == "reference":
-                continue
-            for dtype in dtypes:
-                c = dict(kernel=name, dtype=np.dtype(dtype).name, **compile_times(name, dtype))
+        for dtype in dtypes:
+            for name in kernels_for(kernels, dtype):
+                if name == "reference":
+                    continue
+                c = dict(kernel=name, dtype=dtype_name(dtype), **compile_times(name, dtype))
                 report["compile"].append(c)
                 out(f"compile {name:<10} {c['dtype']:<8} first step cold "
                     f"{c['cold_first_step_s']:.2f} s, warm cache {c['warm_first_step_s']:.2f} s "
@@ -343,13 +351,41 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
     return report
 
 
+BFLOAT16 = "bfloat16"
+
+
+def parse_dtype(text):
+    """A ``--dtype`` entry: float32, float64 (numpy dtypes) or ``"bfloat16"``."""
+    from ..kernels.bf16 import is_bfloat16
+    from ..params import as_float_dtype
+
+    return BFLOAT16 if is_bfloat16(text) else as_float_dtype(text)
+
+
+def dtype_name(dtype) -> str:
+    return dtype if dtype == BFLOAT16 else np.dtype(dtype).name
+
+
+def kernels_for(kernels, dtype) -> list[str]:
+    """The kernels of ``kernels`` that run ``dtype``: the bfloat16 rungs for bfloat16 (by
+    default the one this CPU runs natively, else the emulation), the others for float32 and
+    float64."""
+    import fastnn
+    from ..kernels.common import bf16
+
+    bf16_names = fastnn.kernels.BF16
+    if dtype == BFLOAT16:
+        chosen = [k for k in kernels if k in bf16_names]
+        return chosen or ["bf16" if bf16.NATIVE else "bf16-emulated"]
+    return [k for k in kernels if k not in bf16_names]
+
+
 def main(args) -> int:
     try:
         shapes = [parse_shape(s) for s in args.shapes.split(",")]
         import fastnn
-        from ..params import as_float_dtype
 
-        dtypes = [as_float_dtype(d) for d in args.dtype.split(",")]
+        dtypes = [parse_dtype(d) for d in args.dtype.split(",")]
         kernels = args.kernels.split(",") if args.kernels else fastnn.kernels.names()
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
         for k in kernels:

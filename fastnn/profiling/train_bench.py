@@ -181,7 +181,8 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
     import fastnn
 
     m, n, h, k = shape
-    dt = np.dtype(dtype)
+    bf16 = dtype == "bfloat16"  # float32 data and master weights; bfloat16 matmuls
+    dt = np.dtype(np.float32 if bf16 else dtype)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((m, n)).astype(dt)
     labels = rng.integers(0, k, m)
@@ -195,7 +196,8 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
         for act in activations:
             def ours(name=name, act=act):
                 fastnn.train(x, labels, params=params, epochs=1, batch_size=batch, lr=lr,
-                             loss="softmax", kernel=name, seed=1, activation=act)
+                             loss="softmax", kernel=name, seed=1, activation=act,
+                             dtype="bfloat16" if bf16 else None)
 
             ours()
             base.epoch()
@@ -205,7 +207,8 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
                                               settle=settle)
             med = float(np.median(ta))
             row = dict(bench="epoch", kernel=name, activation=act, shape=list(shape),
-                       dtype=dt.name, batch=batch, steps=steps, ms=med * 1e3,
+                       dtype="bfloat16" if bf16 else dt.name, batch=batch, steps=steps,
+                       ms=med * 1e3,
                        ms_min=min(ta) * 1e3, ms_max=max(ta) * 1e3,
                        numpy_ms=float(np.median(tb)) * 1e3, gflops=flops / med / 1e9,
                        x_vs_numpy=ratio, plain_numpy_ms=float(np.median(tc)) * 1e3,
@@ -219,13 +222,86 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
                 row["x_relu"] = 1.0 / paired_ratio(ours, relu, rounds=rounds, budget=0.0,
                                                    settle=settle)[0]
                 vs_relu = f"; {row['x_relu']:.3f}x ReLU's epoch"
+            vs_torch = ""
+            if bf16 and act == "relu" and _has_torch():
+                for autocast, key in ((True, "torch_autocast"), (False, "torch_float32")):
+                    torch_epoch = TorchEpoch(x, labels, params, lr, batch, autocast=autocast)
+                    torch_epoch.epoch()
+                    r, _, tt = paired_ratio(ours, torch_epoch.epoch, rounds=rounds, budget=0.0,
+                                            settle=settle)
+                    row[f"{key}_ms"], row[f"x_vs_{key}"] = float(np.median(tt)) * 1e3, r
+                vs_torch = (f"; PyTorch autocast bfloat16 {row['torch_autocast_ms']:.1f} ms: "
+                            f"{row['x_vs_torch_autocast']:.2f}x, its float32 "
+                            f"{row['torch_float32_ms']:.1f} ms: {row['x_vs_torch_float32']:.2f}x")
             rows.append(row)
             what = name if act == "relu" else f"{name}+{act}"
-            out(f"epoch   {what:<8} {'x'.join(map(str, shape))} {dt.name} B={batch}: "
+            out(f"epoch   {what:<8} {'x'.join(map(str, shape))} {row['dtype']} B={batch}: "
                 f"{row['ms']:.1f} ms ({row['ms_min']:.1f}-{row['ms_max']:.1f}), "
                 f"{row['gflops']:.1f} GFLOP/s; careful numpy {row['numpy_ms']:.1f} ms: "
                 f"{ratio:.2f}x, plain numpy {row['plain_numpy_ms']:.1f} ms: {plain_ratio:.2f}x"
-                f"{vs_relu}")
+                f"{vs_relu}{vs_torch}")
+    return rows
+
+
+def _has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def bench_mnist(dataset="mnist", data_dir=None, hidden=800, epochs=3, batch=200,
+                dtypes=("bfloat16", "float32"), *, rounds=3, settle=SETTLE, out=print):
+    """Paired: ``fastnn.MLPClassifier.fit`` (Adam, ``hidden`` units, ``epochs`` epochs, no L2,
+    no early stopping) in each of ``dtypes`` against scikit-learn's float32 fit with the same
+    settings, on MNIST's (or Fashion-MNIST's: ``dataset``) training set; the test accuracies of
+    all of them.  The data: ``fastnn.data.load_dataset`` (``data_dir``, else the cache, else a
+    download)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    import fastnn
+    from ..data import load_dataset
+
+    xtr, ytr, xte, yte, source = load_dataset(dataset, data_dir)
+    xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)
+    kw = dict(solver="adam", learning_rate_init=1e-3, batch_size=batch, max_iter=epochs,
+              alpha=0.0, tol=0.0, n_iter_no_change=epochs + 1, early_stopping=False,
+              random_state=0)
+    theirs = SkMLP((hidden,), **kw)
+    fitted = {}
+
+    def fit_theirs():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted["theirs"] = theirs.fit(xtr, ytr)
+
+    fit_theirs()
+    acc_theirs = float(fitted["theirs"].score(xte, yte))
+    rows = []
+    for dt in dtypes:
+        ours = fastnn.MLPClassifier((hidden,), dtype=dt, **kw)
+
+        def fit_ours(ours=ours, dt=dt):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                fitted[dt] = ours.fit(xtr, ytr)
+
+        fit_ours()
+        ratio, ta, tb = paired_ratio(fit_ours, fit_theirs, rounds=rounds, budget=0.0,
+                                     settle=settle)
+        acc = float(fitted[dt].score(xte, yte))
+        row = dict(bench="mnist", dataset=dataset, source=source, kernel=fitted[dt].kernel_,
+                   dtype=dt, hidden=hidden, batch=batch, epochs=epochs,
+                   fit_s=float(np.median(ta)), sklearn_fit_s=float(np.median(tb)),
+                   x_vs_sklearn=ratio, accuracy=acc, sklearn_accuracy=acc_theirs,
+                   sklearn_dtype="float32")
+        rows.append(row)
+        out(f"{dataset:<7} {fitted[dt].kernel_:<8} hidden {hidden}, batch {batch}, {epochs} "
+            f"epochs of Adam, {dt}: fastnn {row['fit_s']:.2f} s (test error "
+            f"{100 * (1 - acc):.2f}%), scikit-learn float32 {row['sklearn_fit_s']:.2f} s (test "
+            f"error {100 * (1 - acc_theirs):.2f}%): {ratio:.2f}x faster")
     return rows
 
 
@@ -410,7 +486,7 @@ def main(args) -> int:
 
     try:
         _, shape = parse_shape(args.shape)
-        dtype = as_float_dtype(args.dtype)
+        dtype = "bfloat16" if args.dtype == "bfloat16" else as_float_dtype(args.dtype)
         kernels = args.kernels.split(",")
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
         for k in kernels:
@@ -422,15 +498,20 @@ def main(args) -> int:
         from .sparse_bench import BENCHES as SPARSE_BENCHES
 
         for w in which:
-            if w not in ("epoch", "digits", "digits-lbfgs") + tuple(RUNS) + tuple(SPARSE_BENCHES):
+            if w not in (("epoch", "digits", "digits-lbfgs", "mnist") + tuple(RUNS)
+                         + tuple(SPARSE_BENCHES)):
                 raise ValueError(f"benches: expected some of epoch, digits, digits-lbfgs, "
-                                 f"{', '.join(RUNS)}, {', '.join(SPARSE_BENCHES)}; got {w!r}")
+                                 f"mnist, {', '.join(RUNS)}, {', '.join(SPARSE_BENCHES)}; got "
+                                 f"{w!r}")
+        if dtype == "bfloat16" and set(which) - {"epoch", "mnist"}:
+            raise ValueError("--dtype bfloat16: the epoch and mnist benches run it (mnist runs "
+                             "bfloat16 and float32 whatever --dtype says)")
         from ..kernels.common import activations as acts
 
         activations = args.activation.split(",")
         for a in activations:
             acts.of(a)
-        if {"digits", "digits-lbfgs", "sparse-sklearn", "sparse-text"} & set(which):
+        if {"digits", "digits-lbfgs", "mnist", "sparse-sklearn", "sparse-text"} & set(which):
             try:
                 import sklearn  # noqa: F401
             except ImportError:
@@ -440,9 +521,18 @@ def main(args) -> int:
         raise SystemExit(f"fastnn bench-train: {exc}") from None
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
-    peak = blas_peak(dtype)
-    print(f"BLAS peak ({dtype.name}, 2048^3 numpy matmul, {fastnn.get_num_threads()} threads): "
-          f"{peak:.1f} GFLOP/s")
+    if dtype == "bfloat16":
+        from ..kernels.common import bf16
+
+        peak = bf16.peak_gflops(fastnn.get_num_threads())
+        print(f"bfloat16 peak (vdpbf16ps, {bf16.mode_name(bf16.DEFAULT_MODE)}, "
+              f"{fastnn.get_num_threads()} threads): {peak:.1f} GFLOP/s")
+        dtype_name = "bfloat16"
+    else:
+        peak = blas_peak(dtype)
+        print(f"BLAS peak ({dtype.name}, 2048^3 numpy matmul, {fastnn.get_num_threads()} "
+              f"threads): {peak:.1f} GFLOP/s")
+        dtype_name = dtype.name
     t0 = time.perf_counter()
     rows = []
     if "epoch" in which:
@@ -450,12 +540,12 @@ def main(args) -> int:
                             settle=args.settle, activations=activations)
         for r in rows:
             r["pct_peak"] = 100 * r["gflops"] / peak
-            print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the BLAS peak")
+            print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the {dtype_name} peak")
     for w in RUNS:
         if w in which:
             done = bench_run(w, kernels, rounds=max(args.rounds, 15))
             for r in done:
-                top = peak if r["dtype"] == dtype.name else blas_peak(np.dtype(r["dtype"]))
+                top = peak if r["dtype"] == dtype_name else blas_peak(np.dtype(r["dtype"]))
                 r["pct_peak"] = 100 * r["gflops_done"] / top
                 print(f"        {r['kernel']:<8} {r['pct_peak']:.0f}% of the {r['dtype']} BLAS "
                       f"peak (flops done)")
@@ -464,6 +554,9 @@ def main(args) -> int:
         for k in kernels:
             rows += bench_digits(args.digits_epochs, dtype=dtype, kernel=k,
                                  rounds=max(3, args.rounds // 2), settle=args.settle)
+    if "mnist" in which:
+        rows += bench_mnist(args.dataset, args.data_dir, rounds=max(1, args.rounds // 3),
+                            settle=args.settle)
     if "digits-lbfgs" in which:
         for k in kernels:
             rows += bench_digits_lbfgs(kernel=k, rounds=max(3, args.rounds // 2),

@@ -23,7 +23,10 @@ import warnings
 
 import numpy as np
 
+from dataclasses import replace
+
 from .. import checkpoint as ckpt_io
+from ..kernels.bf16 import Bf16Data
 from ..kernels import AUTO
 from ..auto import choice, policy
 from ..auto.thread_watch import ThreadWatch
@@ -118,6 +121,8 @@ def run(x, y, opts: Options) -> TrainResult:
     if checkpoint is not None:  # before any work: a bad path fails now, not at the first save
         checkpoint = ckpt_io.check_target(checkpoint)
     params, x, y = setup_params(opts, x, y, cfg.seed, resumed)
+    if isinstance(x, Bf16Data) and not cfg.bfloat16:  # rows given as fastnn.to_bfloat16(x)
+        cfg = replace(cfg, bfloat16=True)
     check_lr(opt.lr, params.dtype)
     rows, x_val, y_val = split(x, y, params, opts, cfg.seed)
     m = x.shape[0] if rows is None else rows.shape[0]

@@ -28,7 +28,7 @@ def initial_params(opts, x_dtype, n_features, y, seed, resumed):
     ``dtype`` and ``hidden``), else new ones from ``seed``, in ``dtype`` (default: the data's
     ``x_dtype`` when it is float32/float64, else float64), for ``n_features(dtype)`` inputs."""
     params = opts.params
-    bf16 = opts.bfloat16  # float32 master weights
+    bf16 = opts.bfloat16 or x_dtype == "bfloat16"  # float32 master weights
     if resumed is not None:
         if params is not None:
             raise TypeError("train: pass params or resume, not both")
@@ -60,13 +60,13 @@ def setup_params(opts, x, y, seed, resumed):
     """``(params, x, y)``: the run's parameters (``initial_params``) and the data checked
     against them (kernel-ready, finite; ``sample_weight`` as one more column of ``y``, the
     kernels' convention for weighted rows)."""
-    sparse = is_sparse(x)
+    ready = is_sparse(x) or isinstance(x, Bf16Data)  # (rows that keep their own shape)
     params = initial_params(opts, getattr(x, "dtype", None),
-                            lambda dtype: x.shape[1] if sparse else check_inputs(x, dtype).shape[1],
+                            lambda dtype: x.shape[1] if ready else check_inputs(x, dtype).shape[1],
                             y, seed, resumed)
     x = check_x(x, params)  # (sparse: a SparseRows, its values checked finite)
     y = check_targets(y, params, x.shape[0], opts.loss)
-    if not sparse:
+    if isinstance(x, np.ndarray):  # (bfloat16 rows were checked when rounded)
         check_finite(x, "x")
     check_finite(y, "y")
     y = with_weights(y, check_sample_weight(opts.sample_weight, x.shape[0], params.dtype))
@@ -76,7 +76,7 @@ def setup_params(opts, x, y, seed, resumed):
 def as_bf16(x, opts):
     """``x`` rounded to bfloat16 once (``kernels.bf16.Bf16Data``) for a ``dtype="bfloat16"``
     run, else as it is."""
-    if not opts.bfloat16:
+    if not opts.bfloat16 or isinstance(x, Bf16Data):
         return x
     if is_sparse(x):
         raise TypeError("dtype='bfloat16' takes dense x; sparse x trains in float32 or float64 "
