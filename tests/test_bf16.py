@@ -512,3 +512,24 @@ def test_estimators_fit_in_bfloat16():
     assert abs(b.score(x[1400:], y[1400:]) - f.score(x[1400:], y[1400:])) <= 0.01
     with pytest.raises(ValueError, match="lbfgs"):
         fastnn.MLPClassifier(dtype="bfloat16", solver="lbfgs", **kw).fit(x[:200], y[:200])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_the_split_optimiser_update_gives_the_serial_bits(optimizer):
+    """A ``w1`` of 76,800 entries (past ``SPLIT_MIN``): the compiled loop updates it in two halves
+    at once, the Python loop in one serial pass: the same parameters, bit for bit, and the same
+    losses (to the rounding of the L2 term's sum, taken in two halves, where ``alpha > 0``)."""
+    x, y, params = _problem((70, 300, 256, 3), init="he")
+    assert params.w1.size >= K.SPLIT_MIN
+    for alpha in (0.0, 1e-3):
+        kw = dict(params=params, kernel="bf16-emulated", epochs=2, batch_size=32, lr=1e-3,
+                  seed=1, alpha=alpha, optimizer="adam" if optimizer == "adam" else "sgd",
+                  momentum=0.9 if optimizer == "momentum" else 0.0)
+        whole = fastnn.train(x, y, whole_loop=True, **kw)
+        python = fastnn.train(x, y, whole_loop=False, **kw)
+        for p, q in zip(whole.params, python.params):
+            same_bits(p, q)
+        if alpha == 0.0:
+            np.testing.assert_array_equal(whole.losses, python.losses)
+        else:  # float64 sums of 76,800 squares in two orders
+            np.testing.assert_allclose(whole.losses, python.losses, rtol=2 * 76800 * 2.0**-53)

@@ -43,11 +43,14 @@ from numba import njit, prange
 
 from .common import bf16 as bf
 from .common.activations import RELU
-from .common.loops import optim_loop, sgd_loop
-from .common.rowpass import ROWS, apply_small_updates, output_layer, row_pass, transpose
+from .common.loops import optim_loop_with, sgd_loop
+from .common.losses import batch_scale
+from .common.rowpass import (ROWS, apply_small_updates, output_layer, row_pass_rows, transpose,
+                             zero_sums)
 from .common.simd import vfma, vload2, vload2_part, vsplat, vsplat_as, vstore2, vstore2_part, vzero
 from .common.losses import SQUARED
 from .common.minibatch import Batches, blocks
+from .common.updates import batch_decay, record_and_update, update
 from .jit import JIT_OPTIONS, PARALLEL_OPTIONS
 from .variant import (Direct, Variant, applied_grads, count_updates, new_grads, parallel_guard,
                       parallel_section, scratch, sizes)
@@ -252,11 +255,51 @@ def matmul_flops(m, n, h) -> int:
     return 2 * m * n * h
 
 
+# --- the row pass, in two halves ---------------------------------------------------------------
+
+HALVES = 2  # a fixed split (not one part a thread): the same sums in the same order on any count
+
+
+@njit(**PARALLEL_OPTIONS)
+def _row_halves(y, b2, a1, dz1, w2t, parts, ds, loss_kind, act, inv, losses):
+    """The rows of the batch in two halves (a multiple of ``rowpass.ROWS`` rows each), each
+    half's sums for ``dw2t``, ``db1``, ``db2`` into its own ``parts[t]`` (``(k + 2, h)``: the
+    ``k`` rows of ``dw2t``, then ``db1``, then ``db2`` padded), its loss into ``losses[t]``."""
+    m, h = a1.shape
+    k = w2t.shape[0]
+    half = ((m + 1) // 2 + ROWS - 1) // ROWS * ROWS
+    for t in prange(HALVES):
+        part = parts[t]
+        dw2t, db1, db2 = part[:k, :h], part[k, :h], part[k + 1, :k]
+        zero_sums(dw2t, db1, db2)
+        losses[t] = row_pass_rows(y, b2, a1, dz1, w2t, dw2t, db1, db2, ds[t], loss_kind, act,
+                                  min(m, t * half), min(m, (t + 1) * half), inv)
+
+
+@njit(**JIT_OPTIONS)
+def row_pass_halves(y, b2, a1, dz1, w2t, dw2t, db1, db2, w, loss_kind):
+    """``rowpass.row_pass`` over the two halves of the batch at once (``_row_halves``), their
+    sums added in order: the serial pass was a sixth of the step, one core idle."""
+    k, h = dw2t.shape
+    losses = np.empty(HALVES)
+    _row_halves(y, b2, a1, dz1, w2t, w.parts, w.d, loss_kind, w.act,
+                batch_scale(y, k), losses)
+    p0, p1 = w.parts[0], w.parts[1]
+    for c in range(k + 1):
+        dst = dw2t[c] if c < k else db1
+        for j in range(h):
+            dst[j] = p0[c, j] + p1[c, j]
+    for c in range(k):
+        db2[c] = p0[k + 1, c] + p1[k + 1, c]
+    return losses[0] + losses[1]
+
+
 # --- the step -------------------------------------------------------------------------------------
 
 class Bf16Work(NamedTuple):
-    """The step's scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)``, ``d (rowpass.ROWS, k)`` as
-    in `fused` (float32); ``wp`` ``w1``'s bfloat16 panels, ``gp`` ``dz1``'s, ``xt`` the batch
+    """The step's scratch: ``a1, dz1 (m, h)``, ``w2t, dw2t (k, h)`` as in `fused` (float32),
+    ``d (HALVES, rowpass.ROWS, k)`` and ``parts (HALVES, k + 2, h)``: each half's row pass
+    scratch and sums (``row_pass_halves``); ``wp`` ``w1``'s bfloat16 panels, ``gp`` ``dz1``'s, ``xt`` the batch
     transposed in pairs (uint32 words); ``fresh[0]``: 1 while ``wp`` holds the current ``w1``
     (an SGD step's ``weight_grad`` wrote it), else 0 (the next step packs ``w1`` first);
     ``mode``: ``bf16.Native`` or ``bf16.Emulated``; ``act``: the hidden activation."""
@@ -266,6 +309,7 @@ class Bf16Work(NamedTuple):
     w2t: np.ndarray
     dw2t: np.ndarray
     d: np.ndarray
+    parts: np.ndarray
     wp: np.ndarray
     gp: np.ndarray
     xt: np.ndarray
@@ -298,7 +342,7 @@ def step(xw, y, p, g, w, lr, update, loss_kind):
         w.fresh[0] = 1
     forward(xw, w.wp, p.b1, a1, w.mode)
     transpose(p.w2, w.w2t)
-    loss = row_pass(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w.d, loss_kind, w.act)
+    loss = row_pass_halves(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w, loss_kind)
     K2 = (m + 1) // 2
     gp = w.gp[:panels_of(p.w1.shape[1]) * K2]
     xt = w.xt[:, :K2]
@@ -327,10 +371,76 @@ def train_loop(x, y, p, g, w, lr, loss_kind, b, losses):
     return sgd_loop(step, x, y, p, g, w, lr, loss_kind, b, losses)
 
 
+# w1's optimiser update in two halves at once when it is this large (elements); the split falls
+# on a multiple of SPLIT_ALIGN, so that each element takes the same path through the compiled
+# ``updates.update`` loop (its vector body or its remainder) as in one serial pass: the same bits.
+SPLIT_MIN = 65536
+SPLIT_ALIGN = 4096
+
+
+@njit(**PARALLEL_OPTIONS)
+def _update_halves(w, dw, s1, s2, kind, form, lr, decay, mu, nesterov, beta1, beta2, eps, t,
+                   cut, sq):
+    """``updates.update`` of ``w[:cut]`` and ``w[cut:]`` (flat, with their state) at once;
+    each half's ``sum(w**2)`` into ``sq``.  (Scalars, not the optimiser's NamedTuples: a
+    ``prange`` body captures scalars and arrays only.)"""
+    n = w.shape[0]
+    for half in prange(2):
+        lo = 0 if half == 0 else cut
+        hi = cut if half == 0 else n
+        a = s1[lo:hi] if s1.shape[0] else s1
+        b = s2[lo:hi] if s2.shape[0] else s2
+        sq[half] = update(kind, form, w[lo:hi], dw[lo:hi], a, b, lr, decay, mu, nesterov, beta1,
+                          beta2, eps, t)
+
+
+@njit(**JIT_OPTIONS)
+def record_and_update_halves(losses, t, loss, p, g, o, y):
+    """``updates.record_and_update`` with ``w1``'s update (most of the update's memory traffic:
+    the weights, their gradient and the optimiser's state) on two threads: the serial pass was a
+    fifth of an Adam step at 200x784x800.  Every parameter gets the same bits as from the serial
+    pass; the L2 term's float64 sum of ``w1**2`` is taken in two halves."""
+    if not np.isfinite(loss):
+        losses[t] = loss
+        return False
+    size = p.w1.size
+    if size < SPLIT_MIN:
+        return record_and_update(losses, t, loss, p, g, o, y)
+    decay = batch_decay(o, y, p.w2.shape[1])
+    step_no = o.t + t + 1
+    hp = o.hyper
+    sq = np.zeros(2)
+    _update_halves(p.w1.reshape(size), g.w1.reshape(size),
+                   o.s1[:size] if o.s1.shape[0] else o.s1, o.s2[:size] if o.s2.shape[0] else o.s2,
+                   o.kind, o.form, hp.lr, decay, hp.momentum, o.nesterov, hp.beta1, hp.beta2,
+                   hp.eps, step_no, (size // 2) // SPLIT_ALIGN * SPLIT_ALIGN, sq)
+    total = sq[0] + sq[1]
+    start = size
+    for i in range(1, 4):  # b1, w2, b2: small, serial, as update_all
+        if i == 1:
+            w, dw, a = p.b1, g.b1, hp.zero
+        elif i == 2:
+            w, dw, a = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), decay
+        else:
+            w, dw, a = p.b2, g.b2, hp.zero
+        end = start + w.shape[0]
+        s1 = o.s1[start:end] if o.s1.shape[0] else o.s1
+        s2 = o.s2[start:end] if o.s2.shape[0] else o.s2
+        part = update(o.kind, o.form, w, dw, s1, s2, hp.lr, a, hp.momentum, o.nesterov,
+                      hp.beta1, hp.beta2, hp.eps, step_no)
+        if i == 2:
+            total += part
+        start = end
+    losses[t] = loss + 0.5 * np.float64(decay) * np.float64(hp.l2_weight) * total
+    return True
+
+
 @njit(**JIT_OPTIONS)
 def train_loop_optim(x, y, p, g, w, o, loss_kind, b, losses):
-    """Up to ``len(losses)`` steps of the optimiser ``o`` in one compiled call."""
-    return optim_loop(step, x, y, p, g, w, o, loss_kind, b, losses)
+    """Up to ``len(losses)`` steps of the optimiser ``o`` in one compiled call, ``w1``'s
+    update on two threads (``record_and_update_halves``)."""
+    return optim_loop_with(step, record_and_update_halves, x, y, p, g, w, o, loss_kind, b,
+                           losses)
 
 
 # --- the Python side: bfloat16 data, the step contract, the two variants ------------------------
@@ -408,10 +518,12 @@ def work(params, m, mode, full=True, act=RELU) -> Bf16Work:
     a1 = scratch("a1", (m, h), dt)
     if not full:
         none = np.empty((0, h), dt)
-        return Bf16Work(a1, none, scratch("w2t", (k, h), dt), none, np.empty((0, k), dt), wp,
-                        np.empty((0, NR), u32), np.empty((0, 0), u32), fresh, mode, act)
+        return Bf16Work(a1, none, scratch("w2t", (k, h), dt), none, np.empty((0, 0, k), dt),
+                        np.empty((0, 0, h), dt), wp, np.empty((0, NR), u32),
+                        np.empty((0, 0), u32), fresh, mode, act)
     return Bf16Work(a1, scratch("dz1", (m, h), dt), scratch("w2t", (k, h), dt),
-                    scratch("dw2t", (k, h), dt), scratch("d", (ROWS, k), dt), wp,
+                    scratch("dw2t", (k, h), dt), scratch("bf16/d", (HALVES, ROWS, k), dt),
+                    scratch("bf16/parts", (HALVES, k + 2, max(h, k)), dt), wp,
                     scratch("bf16/gp", (P * half(m), NR), u32),
                     scratch("bf16/xt", (n, half(m)), u32), fresh, mode, act)
 

@@ -221,7 +221,7 @@ def bf16(report) -> str:
         if r["bench"] == "epoch":
             torch = ""
             if "x_vs_torch_autocast" in r:
-                torch = (f"; PyTorch 2.13 with `torch.autocast(\"cpu\", dtype=torch.bfloat16)` "
+                torch = (f"; PyTorch {r.get('torch_version', '')} with `torch.autocast(\"cpu\", dtype=torch.bfloat16)` "
                          f"{r['torch_autocast_ms']:.1f} ms: **{r['x_vs_torch_autocast']:.2f}x**, "
                          f"its float32 eager loop {r['torch_float32_ms']:.1f} ms: "
                          f"{r['x_vs_torch_float32']:.2f}x")

@@ -230,6 +230,7 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
                     r, _, tt = paired_ratio(ours, torch_epoch.epoch, rounds=rounds, budget=0.0,
                                             settle=settle)
                     row[f"{key}_ms"], row[f"x_vs_{key}"] = float(np.median(tt)) * 1e3, r
+                row["torch_version"] = torch_epoch.torch.__version__
                 vs_torch = (f"; PyTorch autocast bfloat16 {row['torch_autocast_ms']:.1f} ms: "
                             f"{row['x_vs_torch_autocast']:.2f}x, its float32 "
                             f"{row['torch_float32_ms']:.1f} ms: {row['x_vs_torch_float32']:.2f}x")

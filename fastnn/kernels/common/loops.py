@@ -50,10 +50,17 @@ def sgd_loop(step, x, y, p, g, w, lr, loss_kind, b, losses):
 def optim_loop(step, x, y, p, g, w, o, loss_kind, b, losses):
     """Steps of the optimiser ``o`` (an ``updates.OptimState``) over the blocks of ``b``: per
     step the gradients into ``g``, then one fused update pass over each parameter."""
+    return optim_loop_with(step, record_and_update, x, y, p, g, w, o, loss_kind, b, losses)
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def optim_loop_with(step, finish, x, y, p, g, w, o, loss_kind, b, losses):
+    """``optim_loop`` with ``finish`` in place of ``updates.record_and_update`` (the same
+    contract: a rung's own way of making the update, ``kernels/bf16.py``'s)."""
     zero = o.hyper.zero  # lr for a step without update, in the params' dtype (the docstring)
     for t in range(losses.shape[0]):
         xv, yv = minibatch(x, y, b, t)
         loss = step(xv, yv, p, g, w, zero, np.bool_(False), loss_kind)
-        if not record_and_update(losses, t, loss, p, g, o, yv):
+        if not finish(losses, t, loss, p, g, o, yv):
             return t + 1
     return losses.shape[0]

@@ -53,19 +53,33 @@ def row_pass(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind, act):
     block's rows of ``z2``, then of ``dz2``.  Blocks of ``ROWS`` rows (the last one possibly
     shorter): a fixed order for a given ``m``.
     """
-    m, h = a1.shape
-    k = w2t.shape[0]
-    # Explicit loops, not slice assignments: Numba compiles `a[:] = 0.0` several times slower.
+    zero_sums(dw2t, db1, db2)
+    return row_pass_rows(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind, act, 0,
+                         a1.shape[0], batch_scale(y, w2t.shape[0]))
+
+
+@njit(**JIT_OPTIONS)
+def zero_sums(dw2t, db1, db2):
+    """``dw2t``, ``db1``, ``db2`` = 0 (explicit loops, not slice assignments: Numba compiles
+    ``a[:] = 0.0`` several times slower)."""
+    k, h = dw2t.shape
     for c in range(k):
         db2[c] = 0.0
         for j in range(h):
             dw2t[c, j] = 0.0
     for j in range(h):
         db1[j] = 0.0
-    inv = batch_scale(y, k)
+
+
+@njit(**JIT_OPTIONS)
+def row_pass_rows(y, b2, a1, dz1, w2t, dw2t, db1, db2, d, loss_kind, act, lo, hi, inv):
+    """``row_pass`` on the rows ``lo .. hi-1`` only, adding to ``dw2t``, ``db1``, ``db2`` (not
+    zeroed here) with the batch's scale ``inv`` (``losses.batch_scale`` of the whole batch):
+    a part of a row pass split over threads (``kernels/bf16.py``).  Blocks of ``ROWS`` from
+    ``lo``."""
     loss = 0.0
-    for i in range(0, m, ROWS):
-        loss += _rows(i, min(ROWS, m - i), y, b2, a1, dz1, w2t, dw2t, db1, db2, d, inv,
+    for i in range(lo, hi, ROWS):
+        loss += _rows(i, min(ROWS, hi - i), y, b2, a1, dz1, w2t, dw2t, db1, db2, d, inv,
                       loss_kind, act)
     return loss
 
