@@ -226,4 +226,6 @@ def test_build_fills_the_cache_with_what_auto_runs(capsys):
     assert kernels.ready("sparse", "float64")  # fastnn build includes the sparse rung
     assert "sparse" not in background.targets()  # the background build does not
     assert cli.main(["build", "--dtype", "float16"]) == 2
-    assert "expected float32 and/or float64" in capsys.readouterr().err
+    assert "expected float32, float64 and/or bfloat16" in capsys.readouterr().err
+    assert cli.main(["build", "--dtype", "bfloat16"]) == 0  # the bf16 rung this CPU runs
+    assert kernels.ready("bf16" if kernels.bf16.bf.NATIVE else "bf16-emulated", "float32")
