@@ -313,3 +313,30 @@ def test_a_run_far_from_its_remembered_timing_drops_it():
     assert key in autotune.remembered()  # within the drift
     autotune.note_run(p, 256, name, fastnn.get_num_threads(), us * 1e-6 * 10)
     assert key not in autotune.remembered() and key not in autotune._memory
+
+
+def test_a_choice_whose_loops_are_not_compiled_stands(tune_dir, monkeypatch):
+    """A choice measured on ``sgd_step`` calls (its step compiled, its training loops not) is
+    used by the next calls, not measured again on each (it was: 1.3 s a call), with the
+    background build on, as users have it (no child started here)."""
+    from fastnn.auto import build
+    from fastnn.kernels import tiled
+
+    monkeypatch.setattr(build, "enabled", lambda: True)
+    monkeypatch.setattr(build, "start", lambda *a, **k: False)
+
+    x, y, params = make_problem(7, 6, 5, 2, np.float32)
+    fastnn.sgd_step(params.copy(), x, y, 1e-3, kernel="tiled")  # its step only
+    assert not fastnn.kernels.ready("tiled", np.float32) or tiled.train_loop_optim.signatures
+    calls = []
+
+    def tiled_wins(params, x, y, names=None, spreads=None, **kw):
+        calls.append(1)
+        spreads.update({n: 1.0 for n in names})
+        return {n: (1e-6 if n == "tiled" else 1e-3) for n in names}
+
+    monkeypatch.setattr(autotune, "measure", tiled_wins)
+    monkeypatch.setattr(policy, "OTHER_POOL_MARGIN", 1.0)
+    for _ in range(3):
+        fastnn.sgd_step(params, x, y, 1e-3, kernel="auto")
+    assert calls == [1] and autotune.choose(params, x, y) == "tiled"

@@ -72,10 +72,7 @@ def ready(dtype, foreground=False) -> list[str]:
     step is already compiled for ``dtype``, in this process or in Numba's on-disk cache.
     Compiling every candidate cold costs ~15 s; ``fastnn tune`` does, and measures them all.
     ``foreground``: the primary routes count as ready (the caller compiles them now)."""
-    return [name for name in candidates()
-            if kernels.get(name).compiled is None
-            or (_runs_now(name, dtype, foreground) if name in PRIMARY_ROUTES
-                else jit.compiled_for(kernels.get(name).compiled, dtype))]
+    return [name for name in candidates() if _runs_now(name, dtype, foreground)]
 
 
 def _pool_of(name) -> str:
@@ -166,9 +163,18 @@ def choose(params: Params, x, y, *, retune=False, measure_now=True, whole_loop=F
 def _runs_now(name, dtype, foreground=False) -> bool:
     """Whether ``name`` runs without a compile now (a remembered choice whose machine code is in
     no cache any more -- a new fastnn, an emptied cache -- would compile in the foreground), or
-    ``foreground``: the caller may compile (``whole_loop=True``: never a Python loop instead)."""
-    return (foreground or kernels.get(name).compiled is None
-            or build.usable(name, dtype))
+    ``foreground``: the caller may compile (``whole_loop=True``: never a Python loop instead).
+    A primary route once the build has made all of it (``build.usable``, which starts the
+    build); any other candidate once its step is compiled, in this process or the disk cache:
+    the test by which ``ready`` offered it for measuring.  (Asking all of its functions here,
+    its training loops included, made a choice measured on ``sgd_step`` calls never stand: every
+    next call measured again, 1.3 s a call at 128x784x512x10, found by ``fastnn bench``.)"""
+    variant = kernels.get(name)
+    if foreground or variant.compiled is None:
+        return True
+    if name in PRIMARY_ROUTES:
+        return build.usable(name, dtype)
+    return jit.compiled_for(variant.compiled, dtype)
 
 
 def _any(name) -> bool:

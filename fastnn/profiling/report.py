@@ -19,6 +19,8 @@ import re
 
 import numpy as np
 
+from ..auto.policy import BUSY_SPREAD
+
 MARKER = re.compile(r"(<!-- results:(?P<what>[\w=\-]+) -->\n)(?P<body>.*?)(<!-- /results -->)",
                     re.S)
 
@@ -96,6 +98,12 @@ def footnote(report) -> str:
             f"CPU: {_cpu(report)}, {_simd(report)}; OpenBLAS kernels: {_blas_kernels(report)}.  "
             f"Measured {report.get('date', '?')} with `{report.get('command', 'fastnn bench')}`; "
             f"all figures in `docs/results.json`.")
+    busy = [r for r in report["rows"] if r.get("spread", 1.0) > BUSY_SPREAD]
+    if busy:
+        text += (f"  {len(busy)} of {len(report['rows'])} rows spread more than {BUSY_SPREAD}x "
+                 f"between rounds (slowest / fastest): a busy phase of this shared machine, "
+                 f"which the pairing puts on both sides of each ratio, but not evenly: ratios "
+                 f"within ~10% of each other are ties.")
     compile_rows = report.get("compile") or []
     if compile_rows:
         parts = [f"`{c['kernel']}` {c['cold_first_step_s']:.1f} s" for c in compile_rows
