@@ -84,7 +84,16 @@ def test_rounding_is_to_nearest_even_with_inf_and_nan_kept():
     assert np.isposinf(out[0]) and np.isneginf(out[1]) and np.isnan(out[2:]).all()
     nan_like = np.array([0x7F800001, 0xFF80FFFF, 0x7FFFFFFF], np.uint32).view(np.float32)
     assert np.isnan(reference.bfloat16(nan_like)).all()  # not rounded into inf or the sign
-    torch = pytest.importorskip("torch")  # an outside oracle where it is installed
+
+
+def test_rounding_is_torchs():
+    """PyTorch's float32 -> bfloat16 conversion, an outside oracle where it is installed."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    vals = np.concatenate([rng.standard_normal(2000).astype(np.float32),
+                           rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32)
+                           .view(np.float32)])
+    finite = vals[np.isfinite(vals)]
     theirs = torch.from_numpy(finite.copy()).to(torch.bfloat16).to(torch.float32).numpy()
     same_bits(reference.bfloat16(finite), theirs, "torch's rounding")
 
