@@ -49,11 +49,11 @@ from .common.rowpass import (ROWS, apply_small_updates, output_layer, row_pass_r
                              zero_sums)
 from .common.simd import vfma, vload2, vload2_part, vsplat, vsplat_as, vstore2, vstore2_part, vzero
 from .common.losses import SQUARED
-from .common.minibatch import Batches, blocks
-from .common.updates import batch_decay, record_and_update, update
+from .common.updates import (l2_term, record_and_update_with, update, update_after_w1,
+                             update_all)
 from .jit import JIT_OPTIONS, PARALLEL_OPTIONS
-from .variant import (Direct, Variant, applied_grads, count_updates, new_grads, parallel_guard,
-                      parallel_section, scratch, sizes)
+from .variant import (Direct, Variant, applied_grads, batches, count_updates, new_grads,
+                      parallel_guard, parallel_section, scratch, sizes)
 
 MR = 8  # rows of C per micro-tile (even: weight_grad writes w1's bfloat16 copy a pair of rows at a time)
 LANES = bf.LANES  # float32 lanes of a vector
@@ -251,10 +251,6 @@ def weight_grad(xt, gp, out, wp, alpha, update, mode):
                     _store_row(out, i0 + r, j, n0, n1, lo, hi)
 
 
-def matmul_flops(m, n, h) -> int:
-    return 2 * m * n * h
-
-
 # --- the row pass, in two halves ---------------------------------------------------------------
 
 HALVES = 2  # a fixed split (not one part a thread): the same sums in the same order on any count
@@ -343,26 +339,21 @@ def step(xw, y, p, g, w, lr, update, loss_kind):
     forward(xw, w.wp, p.b1, a1, w.mode)
     transpose(p.w2, w.w2t)
     loss = row_pass_halves(y, p.b2, a1, dz1, w.w2t, w.dw2t, g.b1, g.b2, w, loss_kind)
+    if update and not np.isfinite(loss):
+        return loss  # no update (the contract); wp still holds w1
     K2 = (m + 1) // 2
-    gp = w.gp[:panels_of(p.w1.shape[1]) * K2]
+    gp = w.gp[:(p.w1.shape[1] + NR - 1) // NR * K2]
     xt = w.xt[:, :K2]
+    pack_pairs(dz1, gp)
+    transpose_pairs(xw, n, xt)
     if not update:
-        pack_pairs(dz1, gp)
-        transpose_pairs(xw, n, xt)
         weight_grad(xt, gp, g.w1, w.wp, 1.0, False, w.mode)
         transpose(w.dw2t, g.w2)
         w.fresh[0] = 0  # the optimiser will change w1
-    elif np.isfinite(loss):
-        pack_pairs(dz1, gp)
-        transpose_pairs(xw, n, xt)
+    else:
         weight_grad(xt, gp, p.w1, w.wp, -np.float64(lr), True, w.mode)
         apply_small_updates(p.w2, p.b1, p.b2, w.dw2t, g.b1, g.b2, lr)
     return loss
-
-
-@njit(**JIT_OPTIONS, inline="always")
-def panels_of(h):
-    return (h + NR - 1) // NR
 
 
 @njit(**JIT_OPTIONS)
@@ -395,44 +386,27 @@ def _update_halves(w, dw, s1, s2, kind, form, lr, decay, mu, nesterov, beta1, be
 
 
 @njit(**JIT_OPTIONS)
-def record_and_update_halves(losses, t, loss, p, g, o, y):
-    """``updates.record_and_update`` with ``w1``'s update (most of the update's memory traffic:
-    the weights, their gradient and the optimiser's state) on two threads: the serial pass was a
+def update_all_halves(p, g, o, t, decay):
+    """``updates.update_all`` with ``w1``'s update (most of the update's memory traffic: the
+    weights, their gradient and the optimiser's state) on two threads: the serial pass was a
     fifth of an Adam step at 200x784x800.  Every parameter gets the same bits as from the serial
     pass; the L2 term's float64 sum of ``w1**2`` is taken in two halves."""
-    if not np.isfinite(loss):
-        losses[t] = loss
-        return False
     size = p.w1.size
     if size < SPLIT_MIN:
-        return record_and_update(losses, t, loss, p, g, o, y)
-    decay = batch_decay(o, y, p.w2.shape[1])
-    step_no = o.t + t + 1
+        return update_all(p, g, o, t, decay)
     hp = o.hyper
     sq = np.zeros(2)
     _update_halves(p.w1.reshape(size), g.w1.reshape(size),
                    o.s1[:size] if o.s1.shape[0] else o.s1, o.s2[:size] if o.s2.shape[0] else o.s2,
                    o.kind, o.form, hp.lr, decay, hp.momentum, o.nesterov, hp.beta1, hp.beta2,
-                   hp.eps, step_no, (size // 2) // SPLIT_ALIGN * SPLIT_ALIGN, sq)
-    total = sq[0] + sq[1]
-    start = size
-    for i in range(1, 4):  # b1, w2, b2: small, serial, as update_all
-        if i == 1:
-            w, dw, a = p.b1, g.b1, hp.zero
-        elif i == 2:
-            w, dw, a = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), decay
-        else:
-            w, dw, a = p.b2, g.b2, hp.zero
-        end = start + w.shape[0]
-        s1 = o.s1[start:end] if o.s1.shape[0] else o.s1
-        s2 = o.s2[start:end] if o.s2.shape[0] else o.s2
-        part = update(o.kind, o.form, w, dw, s1, s2, hp.lr, a, hp.momentum, o.nesterov,
-                      hp.beta1, hp.beta2, hp.eps, step_no)
-        if i == 2:
-            total += part
-        start = end
-    losses[t] = loss + 0.5 * np.float64(decay) * np.float64(hp.l2_weight) * total
-    return True
+                   hp.eps, t, (size // 2) // SPLIT_ALIGN * SPLIT_ALIGN, sq)
+    return l2_term(o, decay, sq[0] + sq[1] + update_after_w1(p, g, o, t, decay))
+
+
+@njit(**JIT_OPTIONS)
+def record_and_update_halves(losses, t, loss, p, g, o, y):
+    """``updates.record_and_update`` with ``update_all_halves``."""
+    return record_and_update_with(update_all_halves, losses, t, loss, p, g, o, y)
 
 
 @njit(**JIT_OPTIONS)
@@ -528,18 +502,6 @@ def work(params, m, mode, full=True, act=RELU) -> Bf16Work:
                     scratch("bf16/xt", (n, half(m)), u32), fresh, mode, act)
 
 
-def _batches(params, xw, y, batch, start, order) -> Batches:
-    """``variant.batches`` for the words of bfloat16 rows (``xb`` holds words)."""
-    m = xw.shape[0] if order is None else order.shape[0]
-    batch, _ = blocks(m, batch)
-    k = y.shape[1]
-    if order is None:
-        return Batches(np.empty(0, np.int64), scratch("bf16/xb", (1, xw.shape[1]), np.uint32),
-                       scratch("yb", (1, k), params.dtype), batch, start)
-    return Batches(order, scratch("bf16/xb", (batch, xw.shape[1]), np.uint32),
-                   scratch("yb", (batch, k), params.dtype), batch, start)
-
-
 def _variant(name, mode, description) -> Variant:
     step_, predict_ = Direct(step), Direct(predict)
     sgd_loop_, optim_loop_ = Direct(train_loop), Direct(train_loop_optim)
@@ -574,7 +536,7 @@ def _variant(name, mode, description) -> Variant:
     def _train_loop(params, x, y, lr, losses, loss_kind=SQUARED, batch=None, start=0,
                     order=None, act=RELU):
         xw = words(x)
-        b = _batches(params, xw, y, batch, start, order)
+        b = batches(params, xw, y, batch, start, order)
         with parallel_guard(params, b.size):
             return sgd_loop_(key(act), xw, y, params, applied_grads(params),
                              work(params, b.size, mode, True, act), params.dtype.type(lr),
@@ -583,7 +545,7 @@ def _variant(name, mode, description) -> Variant:
     def _train_loop_optim(params, x, y, optimizer, grads, losses, loss_kind=SQUARED,
                           batch=None, start=0, order=None, act=RELU):
         xw = words(x)
-        b = _batches(params, xw, y, batch, start, order)
+        b = batches(params, xw, y, batch, start, order)
         state = optimizer.kernel_state(params)
         with parallel_guard(params, b.size):
             done = optim_loop_(key(act), xw, y, params, grads,

@@ -159,15 +159,15 @@ def applied_grads(params: Params) -> Params:
 
 def batches(params: Params, x, y, batch, start, order) -> Batches:
     """The minibatch arguments of a compiled loop (an empty ``order``: the rows in place, no
-    gathering)."""
-    m, n, _, _, dt = sizes(params, x.shape[0] if order is None else order.shape[0])
+    gathering).  ``xb`` takes ``x``'s own row width and dtype: the params' for dense rows, the
+    uint32 words of the bfloat16 rung's rows (``kernels/bf16.py``)."""
+    m = x.shape[0] if order is None else order.shape[0]
     k = y.shape[1]  # the output layer's width, one more with weighted rows
     batch, _ = blocks(m, batch)
-    if order is None:
-        return Batches(np.empty(0, np.int64), scratch("xb", (1, n), dt), scratch("yb", (1, k), dt),
-                       batch, start)
-    return Batches(order, scratch("xb", (batch, n), dt), scratch("yb", (batch, k), dt), batch,
-                   start)
+    rows = 1 if order is None else batch
+    xb = scratch("xb", (rows, x.shape[1]), x.dtype)
+    yb = scratch("yb", (rows, k), params.dtype)
+    return Batches(np.empty(0, np.int64) if order is None else order, xb, yb, batch, start)
 
 
 # --- threads ------------------------------------------------------------------------------------

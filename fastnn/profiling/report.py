@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from ..auto.policy import BUSY_SPREAD
+from .timing import BUSY_SPREAD
 
 MARKER = re.compile(r"(<!-- results:(?P<what>[\w=\-]+) -->\n)(?P<body>.*?)(<!-- /results -->)",
                     re.S)
@@ -162,8 +162,7 @@ def runs(report) -> str:
     lines.append("")
     lines.append(f"Paired medians of {meta.get('rounds', '?')} rounds, whole `fastnn.train` calls "
                  f"(set-up, every step, `w1` formed at the end) against the same steps of the "
-                 f"careful numpy step; {meta.get('threads', '?')} threads; measured "
-                 f"{meta.get('date', '?')} with `{meta.get('command', 'fastnn bench-train')}`.  "
+                 f"careful numpy step; {_measured(meta)}.  "
                  f"The primal count is the flops numpy does (so it can pass the peak); \"done\" "
                  f"counts the dual form's own (`kernels.dual.flops`), against the BLAS peak of "
                  f"the dtype.")
@@ -211,8 +210,7 @@ def sparse(report) -> str:
                      f"dense matrix {r['dense_bytes'] / 2**20:.0f} MiB.")
     lines.append("")
     lines.append(f"Paired medians of {max(3, meta.get('rounds', 0) // 2)} rounds; "
-                 f"{meta.get('threads', '?')} threads; measured {meta.get('date', '?')} with "
-                 f"`{meta.get('command', 'fastnn bench-train')}`.")
+                 f"{_measured(meta)}.")
     return "\n".join(lines)
 
 
@@ -248,10 +246,15 @@ def bf16(report) -> str:
                          f"{100 * (1 - r['sklearn_accuracy']):.2f}%: "
                          f"**{r['x_vs_sklearn']:.2f}x**.")
     lines.append("")
-    lines.append(f"Paired medians; {meta.get('threads', '?')} threads; measured "
-                 f"{meta.get('date', '?')} with `{meta.get('command', 'fastnn bench-train')}`; "
-                 f"{_machine_line(meta)}.")
+    lines.append(f"Paired medians; {_measured(meta)}; {_machine_line(meta)}.")
     return "\n".join(lines)
+
+
+def _measured(meta) -> str:
+    """The threads, date and command of a ``fastnn bench-train`` report, as its sections say
+    them."""
+    return (f"{meta.get('threads', '?')} threads; measured {meta.get('date', '?')} with "
+            f"`{meta.get('command', 'fastnn bench-train')}`")
 
 
 def _machine_line(meta) -> str:

@@ -120,9 +120,7 @@ class Options:
     def bfloat16(self) -> bool:
         """Whether the run computes in bfloat16 (``dtype="bfloat16"``, or a bfloat16 rung named
         as the kernel): float32 master weights, the data rounded once."""
-        from ..kernels.bf16 import is_bfloat16
-
-        return is_bfloat16(self.dtype) or self.kernel in kernels.BF16
+        return kernels.bf16.is_bfloat16(self.dtype) or self.kernel in kernels.BF16
 
     def new_optimizer(self) -> Optimizer:
         """The run's optimiser: the one passed (its settings and state continue), else a new

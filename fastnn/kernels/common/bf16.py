@@ -38,7 +38,7 @@ from numba.core import cgutils, config
 from numba.extending import intrinsic, overload
 
 from ..jit import JIT_OPTIONS, OVERLOAD_OPTIONS, PARALLEL_OPTIONS
-from ...reference import bfloat16, bfloat16_bits
+from ...reference import bfloat16_bits
 from .simd import Vector, vadd, vstore2
 
 LANES = 16  # float32 lanes (and words) of a 512-bit vector
@@ -93,7 +93,6 @@ def mode_name(mode) -> str:
 # --- roundings, in numpy ---------------------------------------------------------------------------
 
 round_bits = bfloat16_bits  # (the reference's: the specification of the rounding)
-round_to_bf16 = bfloat16
 
 
 def words_of(x) -> np.ndarray:

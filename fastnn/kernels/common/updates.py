@@ -141,12 +141,24 @@ def update_all(p, g, o, t, decay):
     ``decay`` (``batch_decay``); returns the L2 term ``l2_weight * (decay/2) * (sum(w1**2) +
     sum(w2**2))`` before the update.  Biases are not decayed."""
     hp = o.hyper
+    size = p.w1.size
+    sq = update(o.kind, o.form, p.w1.reshape(size), g.w1.reshape(size),
+                o.s1[:size] if o.s1.shape[0] else o.s1, o.s2[:size] if o.s2.shape[0] else o.s2,
+                hp.lr, decay, hp.momentum, o.nesterov, hp.beta1, hp.beta2, hp.eps, t)
+    sq += update_after_w1(p, g, o, t, decay)
+    return l2_term(o, decay, sq)
+
+
+@njit(**JIT_OPTIONS)
+def update_after_w1(p, g, o, t, decay):
+    """``update`` for ``b1``, ``w2`` and ``b2`` (their state after ``w1``'s in ``o``'s
+    buffers); returns ``sum(w2**2)`` before the update.  ``update_all`` is ``w1``'s update and
+    this (a rung may update ``w1`` its own way: ``kernels/bf16.py``)."""
+    hp = o.hyper
     sq = 0.0
-    start = 0
-    for i in range(4):
-        if i == 0:
-            w, dw, a = p.w1.reshape(p.w1.size), g.w1.reshape(g.w1.size), decay
-        elif i == 1:
+    start = p.w1.size
+    for i in range(1, 4):
+        if i == 1:
             w, dw, a = p.b1, g.b1, hp.zero
         elif i == 2:
             w, dw, a = p.w2.reshape(p.w2.size), g.w2.reshape(g.w2.size), decay
@@ -157,10 +169,16 @@ def update_all(p, g, o, t, decay):
         s2 = o.s2[start:end] if o.s2.shape[0] else o.s2
         part = update(o.kind, o.form, w, dw, s1, s2, hp.lr, a, hp.momentum, o.nesterov,
                       hp.beta1, hp.beta2, hp.eps, t)
-        if i == 0 or i == 2:
+        if i == 2:
             sq += part
         start = end
-    return 0.5 * np.float64(decay) * np.float64(hp.l2_weight) * sq
+    return sq
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def l2_term(o, decay, sq):
+    """The L2 term of the loss from ``sq = sum(w1**2) + sum(w2**2)``."""
+    return 0.5 * np.float64(decay) * np.float64(o.hyper.l2_weight) * sq
 
 
 @njit(**JIT_OPTIONS)
@@ -169,9 +187,15 @@ def record_and_update(losses, t, loss, p, g, o, y):
     batch targets ``y``: a loss that is not finite is recorded and no update made (returns
     False: the loop stops there); otherwise ``update_all`` (step number ``o.t + t + 1``) and
     ``losses[t] = loss + the L2 term`` (returns True)."""
+    return record_and_update_with(update_all, losses, t, loss, p, g, o, y)
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def record_and_update_with(update_fn, losses, t, loss, p, g, o, y):
+    """``record_and_update`` with ``update_fn`` (``update_all``'s contract) in its place."""
     if not np.isfinite(loss):
         losses[t] = loss
         return False
     decay = batch_decay(o, y, p.w2.shape[1])
-    losses[t] = loss + update_all(p, g, o, o.t + t + 1, decay)
+    losses[t] = loss + update_fn(p, g, o, o.t + t + 1, decay)
     return True
