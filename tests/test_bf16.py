@@ -414,6 +414,8 @@ def test_bfloat16_refuses_what_it_cannot_do():
         fastnn.train(sp.csr_matrix(x), y, params=params, dtype="bfloat16", iters=1, lr=0.1)
     with pytest.raises(TypeError, match="dtype"):
         fastnn.train(x, y, hidden=3, dtype="float16", iters=1, lr=0.1)
+    with pytest.raises(ValueError, match="lbfgs"):  # as the estimators refuse it
+        fastnn.train(x, y, params=params, dtype="bfloat16", iters=3, optimizer="lbfgs")
 
 
 def test_without_the_instruction_auto_warns_once_and_bf16_is_refused(monkeypatch):

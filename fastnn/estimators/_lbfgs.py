@@ -16,6 +16,7 @@ from ..kernels.bf16 import is_bfloat16
 from ..params import Params
 from ..threads import num_threads
 from ..training import lbfgs
+from ..training.options import LBFGS_BF16
 from ..validation import with_weights
 from ._compat import check_optimize_result
 
@@ -27,9 +28,7 @@ def fit(est, X, Y, sw, s) -> None:
         raise ValueError("distributed: solver='lbfgs' runs in one process (its line search is "
                          "sequential); use 'adam' or 'sgd' across ranks")
     if is_bfloat16(est.dtype):
-        raise ValueError("dtype='bfloat16': solver='lbfgs' needs gradients exact to the "
-                         "parameters' precision for its line search and curvature pairs; "
-                         "bfloat16 trains with solver='adam' or 'sgd'")
+        raise ValueError(LBFGS_BF16)
     loss, c, scale = est._objective()
     dims = (X.shape[1], s.hidden, Y.shape[1])
     y = np.ascontiguousarray(with_weights(Y, sw))

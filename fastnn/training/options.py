@@ -149,8 +149,15 @@ _NOT_FOR_LBFGS = {
 }
 
 
+# Why L-BFGS is not run in bfloat16 (train, the command line and the estimators say the same).
+LBFGS_BF16 = ("dtype='bfloat16': 'lbfgs' needs gradients exact to the parameters' precision "
+              "(its line search and curvature pairs); bfloat16 trains with 'adam' or 'sgd'")
+
+
 def check_lbfgs(opts) -> None:
     """The options ``train(optimizer="lbfgs")`` refuses, named with the reason."""
+    if opts.bfloat16:
+        raise ValueError(LBFGS_BF16)
     for name, why in _NOT_FOR_LBFGS.items():
         value = getattr(opts, name)
         if value not in (None, False):
