@@ -780,8 +780,6 @@ def _build_cache(args) -> int:
         print("fastnn build: the disk cache is off (FASTNN_CACHE=0): nothing to build into",
               file=sys.stderr)
         return 2
-    from .kernels.common import bf16
-
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     for d in dtypes:
         if d not in ("float32", "float64", "bfloat16"):
@@ -792,7 +790,7 @@ def _build_cache(args) -> int:
     for d in dtypes:
         label = d
         if d == "bfloat16":  # the bf16 rung this CPU runs, for its float32 master weights
-            d, targets = "float32", ["bf16" if bf16.NATIVE else "bf16-emulated"]
+            d, targets = "float32", [kernels.bf16.this_cpus().name]
         else:  # the background build's targets, and the sparse rung (which the background
             # build leaves out: ~5 s a dtype that only users of sparse data would ever run)
             targets = background.targets() + list(kernels.SPARSE)

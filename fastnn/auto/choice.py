@@ -309,7 +309,7 @@ def bf16_variant(name, params: Params) -> Variant:
                           "fastnn runs vdpbf16ps's exact emulation ('bf16-emulated'): the "
                           "same numbers, several times slower than float32", RuntimeWarning,
                           stacklevel=4)
-        return bf16.BF16 if native else bf16.BF16_EMULATED
+        return bf16.this_cpus()
     if name in kernels.BF16:
         if name == bf16.BF16.name and not native:
             raise ValueError(f"kernel 'bf16': this CPU has no AVX512_BF16 (vdpbf16ps), or "

@@ -568,6 +568,12 @@ BF16_EMULATED = _variant(
     "bf16 with vdpbf16ps's arithmetic emulated in float32 vector operations: the same bits on "
     "any x86 CPU, several times slower")
 
+def this_cpus() -> Variant:
+    """The bfloat16 rung this CPU runs: the instruction where it has it (``bf.NATIVE``, read
+    now), else the emulation."""
+    return BF16 if bf.NATIVE else BF16_EMULATED
+
+
 # Not in the dense list (``variants()``): their ``x`` is bfloat16 (``Bf16Data``), their params
 # float32.  ``kernels.get("bf16")`` and ``kernels.BF16`` name them.
 VARIANTS = ()

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from ..kernels import numpy_step
+from ..kernels.bf16 import BFLOAT16
 from ..kernels.variant import step_flops
 from ..params import Params
 from .problems import SHAPES, STAGES, parse_shape, problem, stage_flops  # noqa: F401
@@ -351,9 +352,6 @@ def run(shapes, dtypes, kernels, stages=STAGES, *, threads=None, rounds=15, budg
     return report
 
 
-BFLOAT16 = "bfloat16"
-
-
 def parse_dtype(text):
     """A ``--dtype`` entry: float32, float64 (numpy dtypes) or ``"bfloat16"``."""
     from ..kernels.bf16 import is_bfloat16
@@ -371,12 +369,11 @@ def kernels_for(kernels, dtype) -> list[str]:
     default the one this CPU runs natively, else the emulation), the others for float32 and
     float64."""
     import fastnn
-    from ..kernels.common import bf16
 
     bf16_names = fastnn.kernels.BF16
     if dtype == BFLOAT16:
         chosen = [k for k in kernels if k in bf16_names]
-        return chosen or ["bf16" if bf16.NATIVE else "bf16-emulated"]
+        return chosen or [fastnn.kernels.bf16.this_cpus().name]
     return [k for k in kernels if k not in bf16_names]
 
 

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from ..kernels.bf16 import BFLOAT16
 from ..kernels.variant import step_flops
 from .timing import SETTLE, blas_peak, paired_ratio, quiet_fit
 
@@ -181,7 +182,7 @@ def bench_epoch(shape=EPOCH_SHAPE, dtype=np.float32, batch=128, kernels=("auto",
     import fastnn
 
     m, n, h, k = shape
-    bf16 = dtype == "bfloat16"  # float32 data and master weights; bfloat16 matmuls
+    bf16 = dtype == BFLOAT16  # float32 data and master weights; bfloat16 matmuls
     dt = np.dtype(np.float32 if bf16 else dtype)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((m, n)).astype(dt)
@@ -482,12 +483,12 @@ def main(args) -> int:
     import json
 
     import fastnn
-    from ..params import as_float_dtype
     from .problems import parse_shape
+    from .step_bench import parse_dtype
 
     try:
         _, shape = parse_shape(args.shape)
-        dtype = "bfloat16" if args.dtype == "bfloat16" else as_float_dtype(args.dtype)
+        dtype = parse_dtype(args.dtype)
         kernels = args.kernels.split(",")
         kernels = [fastnn.kernels.check_name(k) for k in kernels]
         for k in kernels:
@@ -504,7 +505,7 @@ def main(args) -> int:
                 raise ValueError(f"benches: expected some of epoch, digits, digits-lbfgs, "
                                  f"mnist, {', '.join(RUNS)}, {', '.join(SPARSE_BENCHES)}; got "
                                  f"{w!r}")
-        if dtype == "bfloat16" and set(which) - {"epoch", "mnist"}:
+        if dtype == BFLOAT16 and set(which) - {"epoch", "mnist"}:
             raise ValueError("--dtype bfloat16: the epoch and mnist benches run it (mnist runs "
                              "bfloat16 and float32 whatever --dtype says)")
         from ..kernels.common import activations as acts
@@ -522,7 +523,7 @@ def main(args) -> int:
         raise SystemExit(f"fastnn bench-train: {exc}") from None
     if args.threads is not None:
         fastnn.set_num_threads(args.threads)
-    if dtype == "bfloat16":
+    if dtype == BFLOAT16:
         from ..kernels.common import bf16
 
         peak = bf16.peak_gflops(fastnn.get_num_threads())

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from dataclasses import replace
 
 import numpy as np
-
-from dataclasses import replace
 
 from .. import checkpoint as ckpt_io
 from ..kernels.bf16 import Bf16Data

@@ -38,10 +38,9 @@ def initial_params(opts, x_dtype, n_features, y, seed, resumed):
         want = np.dtype(np.float32) if bf16 else (
             None if opts.dtype is None else as_float_dtype(opts.dtype))
         if want is not None and want != params.dtype:
-            raise TypeError(f"dtype: got {opts.dtype or 'bfloat16' if bf16 else want}, but "
-                            f"params have dtype "
-                            f"{params.dtype}" + (" (bfloat16 runs keep float32 master weights)"
-                                                  if bf16 else ""))
+            asked = (opts.dtype or "bfloat16") if bf16 else want
+            why = " (bfloat16 runs keep float32 master weights)" if bf16 else ""
+            raise TypeError(f"dtype: got {asked}, but params have dtype {params.dtype}{why}")
         if opts.hidden is not None and opts.hidden != params.w1.shape[1]:
             raise ValueError(f"hidden: got {opts.hidden}, but params.w1 has "
                              f"{params.w1.shape[1]} hidden units")
