@@ -20,7 +20,7 @@ from ..checkpoint import save as save_checkpoint
 from ..optim import Optimizer
 from ..params import Params
 from ..reference import output_layer
-from . import _lbfgs, _stochastic
+from . import _lbfgs, _mt19937, _stochastic
 from ._compat import BaseEstimator, NotFittedError, check_random_state
 from ._inputs import check_sample_weight, check_X
 
@@ -138,12 +138,13 @@ class MLP(BaseEstimator):
         self.coefs_, self.intercepts_ = [], []
         for fan_in, fan_out in ((n_features, s.hidden), (s.hidden, self.n_outputs_)):
             bound = np.sqrt(factor / (fan_in + fan_out))
-            coef = rs.uniform(-bound, bound, (fan_in, fan_out))
+            # (scikit-learn's draw to the bit, compiled: it is most of a wide sparse fit)
+            self.coefs_.append(_mt19937.uniform(rs, -bound, bound, (fan_in, fan_out), dtype))
             intercept = rs.uniform(-bound, bound, fan_out)
-            self.coefs_.append(coef.astype(dtype, copy=False))
             self.intercepts_.append(intercept.astype(dtype, copy=False))
-        self._best_coefs = [c.copy() for c in self.coefs_]
-        self._best_intercepts = [i.copy() for i in self.intercepts_]
+        # (the same arrays, not copies: training never writes into them, it works on a copy
+        # and rebinds coefs_ after; early stopping rebinds these to copies of its best)
+        self._best_coefs, self._best_intercepts = list(self.coefs_), list(self.intercepts_)
         if s.stochastic:
             self.loss_curve_ = []
             self._no_improvement_count = 0
