@@ -12,7 +12,7 @@ The whole runs (the dual form's table) come from ``fastnn bench-train``; merge t
 
 The sparse rung's figures (its section of the ladder) likewise::
 
-    fastnn bench-train --benches sparse-scaling,sparse-sklearn,sparse-text --json sparse.json
+    fastnn bench-train --benches sparse-scaling,sparse-sklearn,sparse-lazy,sparse-text --json sparse.json
     python dev/update_results.py --sparse sparse.json
 
 The bfloat16 rung's (its epoch against numpy and PyTorch's autocast, and the MNIST fits)::

@@ -23,7 +23,7 @@ TRAIN_SETTINGS = dict(
     drop_missing=False, test_fraction=None, validation_fraction=None, iters=None, epochs=None,
     batch_size=None, early_stopping=False, patience=10, seed=0, init=None, dtype="float64",
     kernel=kernels.DEFAULT, lr=None, optimizer="sgd", momentum=0.0, nesterov=False, alpha=0.0,
-    checkpoint_every=None, activation="relu")
+    checkpoint_every=None, activation="relu", lazy=False)
 
 
 def _positive(text: str) -> int:
@@ -138,6 +138,10 @@ def _train_parser(sub) -> None:
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0)")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
     g.add_argument("--alpha", type=float, help="L2 weight decay (default 0)")
+    g.add_argument("--lazy", action="store_true", default=None,
+                   help="sparse data only: momentum, adam and --alpha update only the rows of "
+                        "the first layer each batch names (another method, opt-in: "
+                        "docs/usage.md)")
     g = t.add_argument_group("across processes and machines (MPI; pip install 'fastnn[mpi]')")
     g.add_argument("--workers", type=_positive, metavar="N",
                    help="train on N local processes: runs this command under mpiexec -n N")
@@ -238,7 +242,8 @@ def _bench_train_parser(sub) -> None:
                          "(MLPClassifier, hidden 800, 3 epochs of Adam, in bfloat16 and "
                          "float32, against scikit-learn's float32 fit), seed, wide, and "
                          "the sparse rung's sparse-scaling (20k against 200k features), "
-                         "sparse-sklearn (its sgd fit against scikit-learn's), sparse-text "
+                         "sparse-sklearn (its sgd fit against scikit-learn's), sparse-lazy "
+                         "(lazy against exact Adam at 200k features), sparse-text "
                          "(TF-IDF rows, Adam; peak memory) (default %(default)s)")
     bt.add_argument("--activation", default="relu",
                     help="the epoch bench's hidden activations, comma-separated, from relu, "
@@ -518,6 +523,8 @@ def _train_arguments(s, task, checkpoint, args, info):
     if iters is None and epochs is None:
         iters = SEED_EXPERIMENT["iters"]
     opt = dict(optimizer=s.optimizer, alpha=s.alpha)
+    if s.lazy:
+        opt.update(lazy=True)
     if s.optimizer == "sgd":
         opt.update(momentum=s.momentum, nesterov=s.nesterov)
     return Options.of(

@@ -251,6 +251,9 @@ def _train(w, x, y, opts):
         raise ValueError("sample_weight: fastnn.distributed does not take row weights yet; train "
                          "in one process (fastnn.train) for a weighted run")
     opt = opts.new_optimizer()
+    if opt.lazy:
+        raise ValueError("lazy: fastnn.distributed updates every row of w1 (each rank's batch "
+                         "names other rows); train lazily in one process (fastnn.train)")
     resumed = w.bcast(ckpt_io.load(opts.resume) if opts.resume is not None and w.is_root
                       else None)
     cfg = RunConfig.of(opts, w.bcast(resolve_seed(opts.seed, resumed)))

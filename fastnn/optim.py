@@ -29,7 +29,7 @@ STATE = {"sgd": ("velocity",), "adam": ("m", "v")}
 DECAYED = (True, False, True, False)  # w1, b1, w2, b2
 FORMS = {"pytorch": updates.TORCH, "scikit-learn": updates.SKLEARN}
 # hyperparameters newer than some checkpoints, and the value those checkpoints ran with
-ADDED = {"form": "pytorch", "l2_weight": 1.0}
+ADDED = {"form": "pytorch", "l2_weight": 1.0, "lazy": False}
 
 
 def _real(value, name, low=None, high=None, low_open=False, high_open=False) -> float:
@@ -60,10 +60,19 @@ class Optimizer:
     ``t`` counts the steps taken; ``state`` maps each state name to a ``Params`` of arrays
     (created at the first step, or restored from a checkpoint).  ``lr`` may be changed between
     steps (the estimators' schedules do).
+
+    ``lazy`` (sparse ``x`` only; opt-in, another method than the one named): a step updates only
+    the rows of ``w1`` the batch's stored entries name, and only their state, as fastText's
+    sparse SGD and TensorFlow's ``LazyAdam`` do.  Momentum, Adam and L2 decay by definition
+    touch every row (a velocity or a moment decays, a weight decays, where the gradient is 0);
+    lazily, a row that no batch names stands still, and its state with it, and the L2 term
+    in the recorded losses counts ``w2`` and the rows of ``w1`` the step updated.  Adam's bias
+    correction still counts every step.  ``b1``, ``w2``, ``b2`` are updated as always.  Plain
+    SGD without L2 is the same method either way (its gradient is 0 on the other rows).
     """
 
     def __init__(self, name="sgd", lr=0.01, *, alpha=0.0, momentum=0.0, nesterov=False,
-                 beta1=0.9, beta2=0.999, eps=1e-8, form="pytorch", l2_weight=1.0):
+                 beta1=0.9, beta2=0.999, eps=1e-8, form="pytorch", l2_weight=1.0, lazy=False):
         if name not in NAMES:
             raise ValueError(f"optimizer: expected one of {', '.join(map(repr, NAMES))}, "
                              f"got {name!r}")
@@ -83,6 +92,9 @@ class Optimizer:
             raise ValueError(f"form: expected one of {', '.join(map(repr, FORMS))}, got {form!r}")
         self.form = form
         self.l2_weight = _real(l2_weight, "l2_weight", 0.0)
+        if not isinstance(lazy, (bool, np.bool_)):
+            raise TypeError(f"lazy: expected True or False, got {lazy!r}")
+        self.lazy = bool(lazy)
         self.t = 0
         # State lives in one flat buffer per kind (all four params' entries back to back), so a
         # compiled training loop takes it as one array; ``state`` shows it as Params of views.
@@ -118,7 +130,7 @@ class Optimizer:
     def hyperparameters(self) -> dict:
         return dict(name=self.name, lr=self.lr, alpha=self.alpha, momentum=self.momentum,
                     nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                    form=self.form, l2_weight=self.l2_weight)
+                    form=self.form, l2_weight=self.l2_weight, lazy=self.lazy)
 
     def _needs_state(self) -> tuple:
         if self.name == "sgd" and self.momentum == 0.0:
@@ -172,18 +184,30 @@ class Optimizer:
         self.t += 1
         return float(updates.update_all(params, grads, state, self.t, decay))
 
-    def reference_step(self, params: Params, grads: Params, batch_weight=None) -> float:
-        """``step`` in plain numpy: the specification."""
+    def reference_step(self, params: Params, grads: Params, batch_weight=None,
+                       rows=None) -> float:
+        """``step`` in plain numpy: the specification.  ``rows``: with ``lazy``, the rows of
+        ``w1`` the batch names (its stored entries' columns): only they, and their state, are
+        updated, and only they count in the returned L2 term."""
         self._ensure_state(params)
         self.t += 1
         decay = float(self.decay(np.float64, batch_weight))
-        penalty = self.penalty(params, batch_weight)  # of the params before the update
+        lazy = self.lazy and rows is not None
+        rows = np.unique(np.asarray(rows, dtype=np.int64)) if lazy else None
+        # (of the params before the update)
+        penalty = self.penalty(params._replace(w1=params.w1[rows]) if lazy else params,
+                               batch_weight)
         sk = self.form == "scikit-learn"
-        for i, (p, g) in enumerate(zip(params, grads)):
+        for i, (full, g) in enumerate(zip(params, grads)):
+            p = full[rows] if lazy and i == 0 else full  # (a copy, written back below)
+            if lazy and i == 0:
+                g = g[rows]
             if DECAYED[i]:
                 g = g + decay * p
+            state = {key: (s[i][rows] if lazy and i == 0 else s[i])
+                     for key, s in self.state.items()}
             if self.name == "adam":
-                m, v = self.state["m"][i], self.state["v"][i]
+                m, v = state["m"], state["v"]
                 m[...] = self.beta1 * m + (1 - self.beta1) * g
                 v[...] = self.beta2 * v + (1 - self.beta2) * g * g
                 c1 = 1 - self.beta1 ** self.t
@@ -193,15 +217,19 @@ class Optimizer:
                 else:
                     p -= (self.lr / c1) * m / (np.sqrt(v) / math.sqrt(c2) + self.eps)
             elif self.momentum and sk:
-                v = self.state["velocity"][i]
+                v = state["velocity"]
                 v[...] = self.momentum * v - self.lr * g
                 p += self.momentum * v - self.lr * g if self.nesterov else v
             elif self.momentum:
-                v = self.state["velocity"][i]
+                v = state["velocity"]
                 v[...] = self.momentum * v + g
                 p -= self.lr * (g + self.momentum * v if self.nesterov else v)
             else:
                 p -= self.lr * g
+            if lazy and i == 0:
+                full[rows] = p
+                for key, s in self.state.items():
+                    s[0][rows] = state[key]
         return penalty
 
     def penalty(self, params: Params, batch_weight=None) -> float:

@@ -1,9 +1,9 @@
-"""The estimators' compiled Glorot draw (``estimators/_mt19937.py``) against numpy's own
+"""The estimators' compiled Glorot draw (``kernels/common/mt19937.py``) against numpy's own
 ``RandomState.uniform``: the same bits, and the stream left where numpy's call leaves it."""
 import numpy as np
 import pytest
 
-from fastnn.estimators import _mt19937
+from fastnn.kernels.common import mt19937 as _mt19937
 
 
 @pytest.fixture

@@ -336,8 +336,10 @@ def test_cli_trains_on_sparse_files_and_predicts(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "ran sparse" in r.stdout and "n=3000" in r.stdout
     r = _cli("train", "--data", "d.svm", "--task", "classify", "--epochs", "1", "--hidden", "4",
-             cwd=tmp_path)
+             "--optimizer", "adam", "--lazy", cwd=tmp_path)
     assert r.returncode == 0 and "ran sparse" in r.stdout, r.stderr
+    r = _cli("train", "--lazy", "--optimizer", "adam", "--epochs", "1", cwd=tmp_path)
+    assert r.returncode != 0 and "lazy" in r.stderr and "Traceback" not in r.stderr
     r = _cli("predict", "--model", "m.npz", "--data", "d.svm", "--out", "p.csv", "--proba",
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -428,3 +430,111 @@ def test_empty_rows_empty_columns_and_no_entries_at_all(nnz, dtype):
     for name, g, r in zip(fastnn.Params._fields, grads, ref):
         assert_close(g, r, tol, name)
     assert not grads.w1[[2, 3, 5]].any()  # columns no row stores: no gradient
+
+
+# --- lazy updates (Optimizer(lazy=True), opt-in) -------------------------------------------------
+
+LAZY_OPTS = [dict(optimizer="adam"), dict(optimizer="adam", alpha=0.01),
+             dict(optimizer="sgd", momentum=0.9), dict(optimizer="sgd", momentum=0.9,
+                                                        nesterov=True, alpha=0.01),
+             dict(optimizer="sgd", alpha=0.02)]
+LAZY_IDS = ["adam", "adam-l2", "momentum", "nesterov-l2", "sgd-l2"]
+
+
+def _lazy_reference(x, labels, params, k, opt, epochs, batch):
+    """The lazy run in plain numpy: the reference's gradients of each batch (in order) and
+    ``Optimizer.reference_step`` with the batch's stored columns as ``rows``."""
+    p = params.copy()
+    name = opt.pop("optimizer")
+    o = fastnn.Optimizer(name, 0.05, lazy=True, **opt)
+    xd, y = x.toarray(), np.eye(k)[labels].astype(x.dtype)
+    losses = []
+    for _ in range(epochs):
+        for s in range(0, x.shape[0], batch):
+            loss, g = reference.loss_and_grads(p, xd[s:s + batch], y[s:s + batch], "softmax")
+            losses.append(loss + o.reference_step(p, g, rows=x[s:s + batch].indices))
+    return np.array(losses), p
+
+
+@pytest.mark.parametrize("opt", LAZY_OPTS, ids=LAZY_IDS)
+def test_lazy_runs_equal_the_reference(opt, dtype):
+    """Every optimiser's lazy run against ``reference_step(rows=...)`` on the dense copy, odd
+    shapes; the rows no batch names (the empty columns) keep their initial values."""
+    m, n, h, k = 53, 211, 13, 3
+    x = random_csr(m, n, 0.02, seed=5, dtype=dtype)
+    labels = np.random.default_rng(2).integers(0, k, m)
+    params = fastnn.init_params(n, h, k, dtype=dtype, seed=1)
+    got = fastnn.train(x, labels, params=params, epochs=3, batch_size=8, loss="softmax",
+                       lr=0.05, shuffle=False, lazy=True, **opt)
+    assert got.ran == "sparse"
+    want = _lazy_reference(x, labels, params, k, dict(opt), 3, 8)
+    assert_runs_close((got.losses, got.params), want,
+                      run_tolerance(dtype, got.n_steps, 8, n, h, k), what="lazy run")
+    never = np.setdiff1d(np.arange(n), x.tocsr().indices)
+    assert never.size  # (the case the test is about)
+    np.testing.assert_array_equal(got.params.w1[never], params.w1[never])
+    # the exact method moves rows between the batches that name them (a velocity or moment
+    # goes on), and with L2 decays even the rows no batch names
+    exact = fastnn.train(x, labels, params=params, epochs=3, batch_size=8, loss="softmax",
+                         lr=0.05, shuffle=False, **opt)
+    assert not np.array_equal(exact.params.w1, got.params.w1)
+    if opt.get("alpha"):
+        assert np.all(exact.params.w1[never] != params.w1[never])
+
+
+def test_lazy_is_bitwise_on_one_and_two_threads_and_resumes_bitwise(tmp_path):
+    x = random_csr(301, 997, 0.05, seed=2)
+    labels = np.random.default_rng(1).integers(0, 5, 301)
+    kw = dict(hidden=33, epochs=4, batch_size=64, loss="softmax", lr=0.01, seed=0,
+              optimizer="adam", alpha=0.001, lazy=True)
+    runs = [fastnn.train(x, labels, threads=t, **kw) for t in (1, 2)]
+    np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
+    for a, b in zip(runs[0].params, runs[1].params):
+        np.testing.assert_array_equal(a, b)
+    ck = tmp_path / "lazy.npz"
+    fastnn.train(x, labels, checkpoint=ck, **dict(kw, epochs=2))
+    with pytest.raises(ValueError, match="lazy"):  # the checkpoint's method, not another
+        fastnn.train(x, labels, resume=ck, **dict(kw, lazy=False))
+    resumed = fastnn.train(x, labels, resume=ck, **kw)
+    np.testing.assert_array_equal(resumed.losses, runs[1].losses)
+    for a, b in zip(resumed.params, runs[1].params):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lazy_is_refused_where_it_has_no_meaning():
+    x = random_csr(20, 30, 0.1, seed=0)
+    labels = np.arange(20) % 2
+    with pytest.raises(ValueError, match="lazy: .*x is dense"):
+        fastnn.train(x.toarray(), labels, hidden=4, epochs=1, lr=0.1, loss="softmax",
+                     optimizer="adam", lazy=True)
+    with pytest.raises(ValueError, match="lazy: optimizer='lbfgs'"):
+        fastnn.train(x, labels, hidden=4, iters=3, loss="softmax", optimizer="lbfgs", lazy=True)
+    with pytest.raises(TypeError, match="lazy: expected True or False"):
+        fastnn.train(x, labels, hidden=4, epochs=1, lr=0.1, loss="softmax", lazy="yes")
+    with pytest.raises(ValueError, match="lazy: solver='lbfgs'"):
+        fastnn.MLPClassifier(solver="lbfgs", lazy=True, max_iter=2).fit(x, labels)
+
+
+def test_lazy_estimator_moves_only_the_rows_its_batches_name():
+    """scikit-learn's form, lazily: a first-layer row whose feature is never stored keeps its
+    Glorot value under Adam with L2 (the default estimator's), which moves it without
+    ``lazy``; plain SGD without L2 is the same method either way, to the bit."""
+    x = random_csr(120, 80, 0.05, seed=3)
+    labels = np.random.default_rng(4).integers(0, 3, 120)
+    never = np.setdiff1d(np.arange(80), x.indices)
+    assert never.size
+    kw = dict(hidden_layer_sizes=(9,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (not converged)
+        lazy = fastnn.MLPClassifier(lazy=True, **kw).fit(x, labels)
+        exact = fastnn.MLPClassifier(**kw).fit(x, labels)
+        sgd = dict(kw, solver="sgd", momentum=0.0, alpha=0.0)
+        a = fastnn.MLPClassifier(lazy=True, **sgd).fit(x, labels)
+        b = fastnn.MLPClassifier(**sgd).fit(x, labels)
+    bound = np.sqrt(6.0 / (80 + 9))  # scikit-learn's Glorot draw, its first array
+    w1 = np.random.RandomState(0).uniform(-bound, bound, (80, 9))
+    np.testing.assert_array_equal(lazy.coefs_[0][never], w1[never])
+    assert np.all(exact.coefs_[0][never] != w1[never])
+    assert lazy.optimizer_.lazy and np.isfinite(lazy.loss_)
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(p, q)

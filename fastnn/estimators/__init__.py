@@ -19,7 +19,10 @@ fastnn's own parameters: ``dtype`` (float32/float64, default the data's own floa
 ``"adam"`` or ``"sgd"``: ``fastnn/kernels/bf16.py``),
 ``kernel`` (``fastnn.kernels.available()``, default ``"auto"``), ``threads`` (Numba and BLAS
 threads while fitting), ``distributed=True`` (fit across the ranks of an MPI job: every rank
-calls ``fit`` with the same data; ``fastnn.distributed``); its older names keep working
+calls ``fit`` with the same data; ``fastnn.distributed``), ``lazy=True`` (sparse ``X``, solver
+``"adam"`` or ``"sgd"``: update only the rows of the first layer a batch's stored entries name,
+opt-in because it is another method than scikit-learn's, ``fastnn.optim.Optimizer``); its
+older names keep working
 (``hidden``, ``epochs``, ``optimizer``, a float ``learning_rate``, ``nesterov``, ``beta1``,
 ``beta2``, ``eps``, ``patience``).  ``kernel_`` says which kernel ran, ``params_`` gives the
 fitted network as ``fastnn.Params``; ``save`` / ``load`` write and read it without pickle
@@ -75,7 +78,7 @@ class MLPRegressor(RegressorMixin, MLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, kernel=kernels.DEFAULT, threads=None, distributed=False,
-                 hidden=None, epochs=None, optimizer=None, nesterov=None, beta1=None,
+                 lazy=False, hidden=None, epochs=None, optimizer=None, nesterov=None, beta1=None,
                  beta2=None, eps=None, patience=None):
         self._set(locals())
 
@@ -140,7 +143,7 @@ class MLPClassifier(ClassifierMixin, MLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype=None, kernel=kernels.DEFAULT, threads=None, distributed=False,
-                 hidden=None, epochs=None, optimizer=None, nesterov=None, beta1=None,
+                 lazy=False, hidden=None, epochs=None, optimizer=None, nesterov=None, beta1=None,
                  beta2=None, eps=None, patience=None):
         self._set(locals())
 

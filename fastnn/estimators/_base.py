@@ -14,13 +14,14 @@ import numpy as np
 from .. import kernels
 from ..auto.choice import bf16_variant
 from ..kernels.bf16 import is_bfloat16
+from ..kernels.common import mt19937
 from ..checkpoint import Checkpoint
 from ..checkpoint import load as load_checkpoint
 from ..checkpoint import save as save_checkpoint
 from ..optim import Optimizer
 from ..params import Params
 from ..reference import output_layer
-from . import _lbfgs, _mt19937, _stochastic
+from . import _lbfgs, _stochastic
 from ._compat import BaseEstimator, NotFittedError, check_random_state
 from ._inputs import check_sample_weight, check_X
 
@@ -139,7 +140,7 @@ class MLP(BaseEstimator):
         for fan_in, fan_out in ((n_features, s.hidden), (s.hidden, self.n_outputs_)):
             bound = np.sqrt(factor / (fan_in + fan_out))
             # (scikit-learn's draw to the bit, compiled: it is most of a wide sparse fit)
-            self.coefs_.append(_mt19937.uniform(rs, -bound, bound, (fan_in, fan_out), dtype))
+            self.coefs_.append(mt19937.uniform(rs, -bound, bound, (fan_in, fan_out), dtype))
             intercept = rs.uniform(-bound, bound, fan_out)
             self.intercepts_.append(intercept.astype(dtype, copy=False))
         # (the same arrays, not copies: training never writes into them, it works on a copy

@@ -123,6 +123,7 @@ CONSTRAINTS = {
     "kernel": ["any"],
     "threads": [None, ("int", 1, None, "left")],
     "distributed": ["boolean"],
+    "lazy": ["boolean"],
     "hidden": [None, "array-like", ("int", 1, None, "left")],
     "epochs": [None, ("int", 1, None, "left")],
     "optimizer": [None, {"lbfgs", "sgd", "adam"}],

@@ -29,6 +29,9 @@ def fit(est, X, Y, sw, s) -> None:
                          "sequential); use 'adam' or 'sgd' across ranks")
     if is_bfloat16(est.dtype):
         raise ValueError(LBFGS_BF16)
+    if est.lazy:
+        raise ValueError("lazy: solver='lbfgs' takes the whole gradient; lazy updates are for "
+                         "'adam' and 'sgd' on sparse X")
     loss, c, scale = est._objective()
     dims = (X.shape[1], s.hidden, Y.shape[1])
     y = np.ascontiguousarray(with_weights(Y, sw))

@@ -65,7 +65,8 @@ class Schedule:
 def make_optimizer(est, s, c, scale) -> Optimizer:
     """scikit-learn's optimiser of ``est``, as fastnn's in scikit-learn's form on fastnn's
     objective (module docstring)."""
-    common = dict(alpha=c * est.alpha, form="scikit-learn", l2_weight=scale / c)
+    common = dict(alpha=c * est.alpha, form="scikit-learn", l2_weight=scale / c,
+                  lazy=bool(est.lazy))
     if s.solver == "sgd":
         mu = float(est.momentum)
         return Optimizer("sgd", s.lr / c, momentum=mu,

@@ -37,6 +37,7 @@ with jit.cache_location():
     from .variant import TrainingForm, Variant
     from . import (bf16, chunked, dual, fused, fused_wide, naive, numpy_step, reference_step,
                    sparse, tiled)
+    from .common import mt19937  # (the estimators' Glorot draw)
 
 LADDER = (reference_step, numpy_step, naive, tiled, fused, fused_wide, chunked, dual, sparse,
           bf16)

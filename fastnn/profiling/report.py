@@ -199,6 +199,15 @@ def sparse(report) -> str:
                      f"epochs: fastnn {r['fit_s']:.3f} s, scikit-learn {r['sklearn_fit_s']:.2f} s: "
                      f"**{r['x_vs_sklearn']:.1f}x** (training accuracy {r['accuracy']:.4f} and "
                      f"{r['sklearn_accuracy']:.4f}).")
+    r = rows.get("sparse-lazy")
+    if r:
+        losses = " / ".join(f"{a:.3f} and {b:.3f}" for a, b in
+                            zip(r["lazy_epoch_losses"], r["exact_epoch_losses"]))
+        lines.append(f"- **Lazy Adam** (`lazy=True`, opt-in) on that matrix, `fastnn.train`, "
+                     f"hidden {r['hidden']}, {r['epochs']} epochs from given parameters: "
+                     f"{r['lazy_s']:.3f} s against the exact method's {r['exact_s']:.3f} s: "
+                     f"**{r['lazy_speedup']:.2f}x**; epoch losses (lazy and exact) {losses}: "
+                     f"another method, with another curve.")
     r = rows.get("sparse-text")
     if r:
         lines.append(f"- **Text** (TF-IDF of synthetic documents, {r['rows']:,} x "

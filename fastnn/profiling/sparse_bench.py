@@ -5,6 +5,9 @@
                     paired: the cost grows with the stored entries, not the features
 ``sparse-sklearn``  ``MLPClassifier(solver="sgd")`` on the 200,000-feature matrix against
                     scikit-learn's, paired, with both training accuracies
+``sparse-lazy``     Adam on the 200,000-feature matrix (``fastnn.train``, 2 epochs, from given
+                    parameters): ``lazy=True`` (the batch's rows of ``w1`` only) against the
+                    exact method (every row, every step), paired, with both epochs' losses
 ``sparse-text``     ``MLPClassifier`` (Adam, scikit-learn's defaults otherwise) against
                     scikit-learn's on TF-IDF rows of synthetic documents (5,000 documents of
                     450 words drawn from 20 topics over a Zipfian vocabulary of 28,000 words:
@@ -130,6 +133,37 @@ def bench_scaling(features=(20_000, 200_000), *, rounds=7, settle=SETTLE, out=pr
     return [row]
 
 
+def bench_lazy(n=200_000, *, rounds=5, settle=SETTLE, out=print):
+    """Paired: 2 epochs of Adam (lr 1e-3, batch 256, hidden 256) lazily against exactly, from the
+    same given parameters."""
+    import fastnn
+
+    x, y = problem(n=n)
+    p0 = fastnn.init_params(n, 256, 10, init="he", dtype=np.float32, seed=0)
+    kw = dict(epochs=2, batch_size=256, loss="softmax", lr=1e-3, seed=0, optimizer="adam",
+              params=p0)
+    runs = {}
+
+    def fit(lazy):
+        def run():
+            runs[lazy] = fastnn.train(x, y, lazy=lazy, **kw)
+        return run
+
+    fit(True)()
+    fit(False)()
+    ratio, t_lazy, t_exact = paired_ratio(fit(True), fit(False), rounds=rounds, budget=0.0,
+                                          settle=settle)
+    row = dict(bench="sparse-lazy", ran=runs[True].ran, rows=x.shape[0], features=n,
+               stored=int(x.nnz), hidden=256, batch=256, epochs=2, dtype="float32",
+               lazy_s=float(np.median(t_lazy)), exact_s=float(np.median(t_exact)),
+               lazy_speedup=ratio, lazy_epoch_losses=[float(v) for v in runs[True].epoch_losses],
+               exact_epoch_losses=[float(v) for v in runs[False].epoch_losses])
+    out(f"sparse  Adam on 2048 x {n} ({x.nnz} stored), hidden 256, 2 epochs: lazy "
+        f"{row['lazy_s']:.3f} s, exact {row['exact_s']:.3f} s: {ratio:.2f}x; epoch losses "
+        f"lazy {row['lazy_epoch_losses']}, exact {row['exact_epoch_losses']}")
+    return [row]
+
+
 def bench_sklearn(n=200_000, *, rounds=3, settle=SETTLE, out=print):
     """Paired: ``MLPClassifier(solver="sgd")`` fits (hidden 256, batch 256, 2 epochs, float32,
     no L2 so that plain SGD touches only the batch's rows) against scikit-learn's."""
@@ -203,4 +237,4 @@ def bench_text(*, max_iter=10, rounds=3, settle=SETTLE, out=print):
 
 
 BENCHES = {"sparse-scaling": bench_scaling, "sparse-sklearn": bench_sklearn,
-           "sparse-text": bench_text}
+           "sparse-lazy": bench_lazy, "sparse-text": bench_text}

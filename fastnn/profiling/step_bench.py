@@ -389,7 +389,7 @@ def main(args) -> int:
             if k in fastnn.kernels.SPARSE:
                 raise ValueError(f"kernels: {k!r} takes sparse x; its benchmarks are "
                                  f"fastnn bench-train --benches sparse-scaling,sparse-sklearn,"
-                                 f"sparse-text")
+                                 f"sparse-lazy,sparse-text")
         stages = args.stages.split(",")
         for st in stages:
             if st not in STAGES:

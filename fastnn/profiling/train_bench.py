@@ -495,7 +495,7 @@ def main(args) -> int:
             if k in fastnn.kernels.SPARSE:
                 raise ValueError(f"kernels: {k!r} takes sparse x; its benchmarks are "
                                  f"fastnn bench-train --benches sparse-scaling,sparse-sklearn,"
-                                 f"sparse-text")
+                                 f"sparse-lazy,sparse-text")
         which = args.benches.split(",")
         from .sparse_bench import BENCHES as SPARSE_BENCHES
 

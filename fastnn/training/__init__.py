@@ -31,7 +31,7 @@ from ..auto import choice, policy
 from ..auto.thread_watch import ThreadWatch
 from ..threads import get_num_threads, num_threads
 from ..threads import held as threads_held
-from ..validation import check_lr
+from ..validation import check_lr, is_sparse
 from .backends import Backend, DualSteps, LocalSteps
 from .loop import PROBE_STEPS, Run
 from .options import Options
@@ -58,6 +58,8 @@ def train(x, y, **options) -> TrainResult:
 
     Optimiser: ``optimizer="sgd"`` (``momentum``, ``nesterov``) or ``"adam"`` (``beta1``,
     ``beta2``, ``eps``), step size ``lr``, L2 weight decay ``alpha`` (``fastnn.optim``);
+    ``lazy=True`` (sparse ``x`` only, opt-in): momentum, Adam and L2 update only the rows of
+    ``w1`` each batch names, another method than theirs (``fastnn.optim.Optimizer``).
     ``"lbfgs"``: full-batch L-BFGS-B (scipy's), ``iters`` its iterations at most, ``tol`` the
     gradient's size where it stops, no ``lr`` (``fastnn.training.lbfgs``); or an
     ``Optimizer`` object, whose hyperparameters and state are used and updated (to continue a
@@ -123,6 +125,10 @@ def run(x, y, opts: Options) -> TrainResult:
     if isinstance(x, Bf16Data) and not cfg.bfloat16:  # rows given as fastnn.to_bfloat16(x)
         cfg = replace(cfg, bfloat16=True)
     check_lr(opt.lr, params.dtype)
+    if opt.lazy and not is_sparse(x):
+        raise ValueError("lazy: updates only the rows of w1 a sparse batch's stored entries name; "
+                         "x is dense (every row of w1 is in every batch's gradient): pass "
+                         "lazy=False, or sparse x")
     rows, x_val, y_val = split(x, y, params, opts, cfg.seed)
     m = x.shape[0] if rows is None else rows.shape[0]
     batch = m if opts.batch_size is None else min(opts.batch_size, m)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import reference
+from ..kernels import sparse
 from ..kernels.common.activations import name_of
 from ..kernels.variant import Variant, optim_step_loop, scratch, step_loop
 from ..params import Params
@@ -84,7 +85,11 @@ def run_steps(variant, whole, params, x, y, opt, grads, out, loss_kind, batch, b
     """Steps into ``out`` (its length), from minibatch ``block`` of the epoch whose row order is
     ``order`` (None: in place): the variant's compiled loop when ``whole``, else one call per
     step from Python; plain SGD fused into the step, any other optimiser after the gradients.
-    Returns the number of steps taken (fewer when a loss is not finite)."""
+    Returns the number of steps taken (fewer when a loss is not finite).  A ``lazy`` optimiser
+    on sparse rows runs the sparse rung's own loop (``kernels.sparse.lazy_step_loop``)."""
+    if opt.lazy and not opt.is_plain_sgd and isinstance(x, sparse.SparseRows):
+        return sparse.lazy_step_loop(params, x, y, opt, grads, out, loss_kind, batch, block,
+                                     order, act)
     if opt.is_plain_sgd:
         if whole:
             return variant.train_loop(params, x, y, opt.lr, out, loss_kind, batch, block, order,

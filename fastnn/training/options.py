@@ -42,6 +42,7 @@ class Options:
     beta2: float = 0.999
     eps: float = 1e-8
     alpha: float = 0.0
+    lazy: bool = False
     validation_data: Any = None
     validation_fraction: Optional[float] = None
     early_stopping: bool = False
@@ -94,6 +95,8 @@ class Options:
             raise TypeError(f"whole_loop: expected None, True or False, got {self.whole_loop!r}")
         check_tol(self.tol)
         check_seed(self.seed)
+        if not isinstance(self.lazy, (bool, np.bool_)):
+            raise TypeError(f"lazy: expected True or False, got {self.lazy!r}")
         if self.validation_data is not None and self.validation_fraction is not None:
             raise TypeError("train: pass validation_data or validation_fraction, not both")
         if self.validation_fraction is not None:
@@ -134,7 +137,7 @@ class Options:
             raise TypeError("train: pass lr (the learning rate)")
         return Optimizer(self.optimizer, self.lr, alpha=self.alpha, momentum=self.momentum,
                          nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2,
-                         eps=self.eps)
+                         eps=self.eps, lazy=self.lazy)
 
 
 # train's options that have no meaning for a full-batch quasi-Newton run, and why
@@ -146,6 +149,7 @@ _NOT_FOR_LBFGS = {
     "epoch_callback": "an iteration is not an epoch of steps",
     "epoch_order": "it takes the whole training set each evaluation",
     "whole_loop": "its iterations run from Python",
+    "lazy": "its steps take the whole gradient",
 }
 
 

@@ -86,13 +86,29 @@ def update(kind, form, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps,
     (Adam's second moment), each ``(size,)`` when used, any array otherwise.  ``alpha``: this
     batch's decay (``batch_decay``).  ``t`` is the 1-based step count (Adam's bias
     correction)."""
+    step, scale = adam_factors(form, lr, beta1, beta2, t)
+    return update_with(kind, form, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps,
+                       step, scale)
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def adam_factors(form, lr, beta1, beta2, t):
+    """Adam's step size and the scale of ``sqrt(v)`` at step ``t`` (bias-corrected; unused by
+    SGD): once per update, not per element (a caller updating many short rows, the sparse
+    rung's lazy update, computes them once for all)."""
+    c1 = 1.0 - beta1 ** t
+    root_c2 = np.sqrt(1.0 - beta2 ** t)
+    if form == SKLEARN:
+        return lr * root_c2 / c1, 1.0
+    return lr / c1, root_c2
+
+
+@njit(**JIT_OPTIONS, inline="always")
+def update_with(kind, form, p, g, s1, s2, lr, alpha, mu, nesterov, beta1, beta2, eps, step,
+                scale):
+    """``update``'s element loop, given ``adam_factors``' ``step`` and ``scale``."""
     sq = 0.0
     sk = form == SKLEARN
-    if kind == ADAM:
-        c1 = 1.0 - beta1 ** t
-        root_c2 = np.sqrt(1.0 - beta2 ** t)
-        step = lr * root_c2 / c1 if sk else lr / c1
-        scale = 1.0 if sk else root_c2  # sqrt(v) / scale + eps
     for i in range(p.shape[0]):
         w = p[i]
         sq += np.float64(w) * np.float64(w)

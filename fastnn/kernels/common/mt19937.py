@@ -1,4 +1,5 @@
-"""scikit-learn's Glorot draw, the same bits, compiled: ``uniform(rs, low, high, shape, dtype)``.
+"""scikit-learn's Glorot draw, the same bits, compiled: ``uniform(rs, low, high, shape, dtype)``
+(the estimators' first-layer draw; here with the kernels, so that it is cached where they are).
 
 scikit-learn's MLP draws its first layer with ``rs.uniform(-bound, bound, (n_features,
 hidden))`` from a ``numpy.random.RandomState``, and the estimators draw the same numbers to fit
@@ -13,20 +14,22 @@ vectorised and written straight into the output's dtype, the same draw takes 0.0
 ``rs``'s state is read and written back (``get_state`` / ``set_state``), so the draws after this
 one (the biases, the second layer, the epochs' shuffles) continue the stream as numpy's would.
 Exactness is tested against ``RandomState.uniform`` at every offset in a block and odd word
-offsets (a 32-bit draw before).  Small draws, and a ``RandomState`` on another bit generator,
-take numpy's own path: the compile (once, then cached) would cost more than it saves.
+offsets (a 32-bit draw before).  Draws below ``COMPILED_FROM`` values, and a ``RandomState``
+on another bit generator, take numpy's own path.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from ..kernels.jit import CACHE
+from ..jit import CACHE
 
 # (strict IEEE, not the kernels' fastmath: numpy computes low + range * u as two roundings)
 _OPTIONS = dict(cache=CACHE, nogil=True, fastmath=False, error_model="numpy")
 N, M = 624, 397
-COMPILED_FROM = 1 << 20  # values: below this, numpy's own draw
+# values: below this numpy's own draw (~50 ms at 8M) costs less than the compiled one's first
+# call in a process (0.2 s to load it from the cache; 0.9 s to compile it the first time ever)
+COMPILED_FROM = 1 << 23
 
 
 @njit(**_OPTIONS)
