@@ -42,6 +42,8 @@ def build(dtype, todo=None) -> None:
             fastnn.sgd_step(p.copy(), xs, y, 1e-3, kernel=target)
             fastnn.predict(p, xs, kernel=target)
             fastnn.train(xs, y, params=p, iters=2, lr=1e-3, kernel=target, optimizer="adam")
+            fastnn.train(xs, y, params=p, iters=2, lr=1e-3, kernel=target, optimizer="adam",
+                         lazy=True)
             continue
         if target in kernels.TRAINING_FORMS:
             fastnn.train(x, y, params=p, iters=2, lr=1e-3, kernel=target)
