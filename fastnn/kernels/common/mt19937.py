@@ -64,21 +64,26 @@ def _double(a, b, low, span):
     return low + span * u
 
 
+@njit(**_OPTIONS, inline="always")
+def _next_word(mt, pos):
+    """The tempered word at ``pos`` (a new block first when the state's is used up) and the
+    next ``pos``: MT19937's ``genrand`` one word at a time."""
+    if pos == N:
+        _twist(mt)
+        pos = 0
+    return _temper(mt[pos]), pos + 1
+
+
 @njit(**_OPTIONS)
 def _fill(mt, pos, low, span, out):
     """``out[i] = low + span * next_double`` for every ``i`` of ``out (size,)`` (cast to its
     dtype), from the state ``mt (624,)`` at word ``pos``; returns the new ``pos``.  Words up to
-    the next block boundary one pair at a time, then whole blocks (312 doubles each: the twist,
-    then tempers and conversions with no dependence between them), then the tail."""
+    the next block boundary one at a time, then whole blocks (312 doubles each: the twist, then
+    tempers and conversions with no dependence between them), then the tail one at a time."""
     n, i = out.shape[0], 0
     while i < n and 0 < pos < N:
-        a = _temper(mt[pos])
-        pos += 1
-        if pos == N:
-            _twist(mt)
-            pos = 0
-        b = _temper(mt[pos])
-        pos += 1
+        a, pos = _next_word(mt, pos)
+        b, pos = _next_word(mt, pos)
         out[i] = _double(a, b, low, span)
         i += 1
     while n - i >= N // 2:  # pos is 0 (a fresh block) or N (the block is used up)
@@ -89,16 +94,8 @@ def _fill(mt, pos, low, span, out):
             out[i + j] = _double(_temper(mt[2 * j]), _temper(mt[2 * j + 1]), low, span)
         i += N // 2
     while i < n:
-        if pos == N:
-            _twist(mt)
-            pos = 0
-        a = _temper(mt[pos])
-        pos += 1
-        if pos == N:
-            _twist(mt)
-            pos = 0
-        b = _temper(mt[pos])
-        pos += 1
+        a, pos = _next_word(mt, pos)
+        b, pos = _next_word(mt, pos)
         out[i] = _double(a, b, low, span)
         i += 1
     return pos
