@@ -194,6 +194,30 @@ class Sparse:
                    lr=0.1, seed=0)
 
 
+class SparseAdam:
+    """The sparse rung's Adam steps (``fastnn bench-train --benches sparse-lazy``'s problem): 2
+    epochs from given parameters on 2048 CSR rows x 200,000 features, 200 stored a row, hidden
+    256: exact (every row of ``w1`` and its moments, every step) and ``lazy`` (opt-in: the
+    batch's rows only, ``kernels/sparse.py``'s ``lazy_step``)."""
+
+    params = [[False, True]]
+    param_names = ["lazy"]
+    timeout = 300
+
+    def setup(self, lazy):
+        import fastnn
+        from fastnn.profiling.sparse_bench import problem
+
+        self.x, self.y = problem(n=200_000)
+        self.p0 = fastnn.init_params(200_000, 256, 10, dtype=np.float32, seed=0)
+        self.train = fastnn.train
+        self.time_epochs(lazy)  # compiled (or loaded) before timing
+
+    def time_epochs(self, lazy):
+        self.train(self.x, self.y, params=self.p0, epochs=2, batch_size=256, loss="softmax",
+                   optimizer="adam", lr=1e-3, seed=0, lazy=lazy)
+
+
 class Bf16Epoch:
     """The epoch of ``Epoch`` (SGD) in bfloat16 (``dtype="bfloat16"``: the bf16 rung, float32
     master weights), on the instruction where the CPU has AVX512_BF16 and on its emulation;
